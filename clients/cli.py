@@ -1,0 +1,142 @@
+"""Client commands of `labelprob`: classify one text, or JSONL in and JSONL out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+from google.protobuf import json_format
+from tqdm import tqdm
+
+from labelprob.client.client import (
+    CALIBRATIONS,
+    DEFAULT_TARGET,
+    MODES,
+    AsyncClient,
+    ClassifyParams,
+    Client,
+)
+from labelprob.v1 import classifier_pb2 as pb
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    classify = commands.add_parser(
+        "classify",
+        help="classify a text (or a JSONL file) against labels",
+        description='Classify TEXT against --labels; or --input JSONL ({"text": ...} a line, '
+        'optionally "labels") to --output JSONL.',
+    )
+    classify.add_argument("text", nargs="?", help="text to classify (omit with --input)")
+    classify.add_argument(
+        "--labels", "-l", nargs="+", help="candidate labels (name or name=description)"
+    )
+    classify.add_argument("--instruction", "-i", default="", help="task instruction")
+    classify.add_argument("--mode", choices=sorted(MODES), default="auto")
+    classify.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="default")
+    classify.add_argument("--template", default="", help="server prompt template name")
+    classify.add_argument("--top-alternatives", type=int, default=0)
+    classify.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
+    classify.add_argument("--output", type=Path, help="JSONL results file (default stdout)")
+    classify.add_argument("--concurrency", type=int, default=8, help="requests in flight (JSONL)")
+    classify.add_argument("--target", default=DEFAULT_TARGET, help="server address host:port")
+    classify.add_argument("--timeout", type=float, default=60.0, help="deadline per request (s)")
+    classify.add_argument("--full", action="store_true", help="print the whole response as JSON")
+    classify.set_defaults(run=run_classify)
+
+
+def parse_label(raw: str) -> tuple[str, str]:
+    name, _, description = raw.partition("=")
+    return name, description
+
+
+def params_from_args(args: argparse.Namespace, labels: list[str] | None = None) -> ClassifyParams:
+    names = labels if labels is not None else args.labels
+    if not names:
+        raise SystemExit("labelprob classify: --labels is required")
+    options = pb.ScoringOptions(
+        mode=MODES[args.mode],
+        calibration=CALIBRATIONS[args.calibration],
+        template=args.template,
+        top_alternatives=args.top_alternatives,
+    )
+    return ClassifyParams(
+        labels=[parse_label(x) for x in names], instruction=args.instruction, options=options
+    )
+
+
+def summary(result: pb.Classification) -> dict[str, object]:
+    """The fields most callers want, probabilities rounded for reading."""
+    return {
+        "label": result.top_label,
+        "probabilities": {lb.name: round(lb.probability, 4) for lb in result.labels},
+        "logprobs": {lb.name: round(lb.logprob, 4) for lb in result.labels},
+        "label_mass": round(result.label_mass, 4),
+        "entropy": round(result.entropy, 4),
+        "margin": round(result.margin, 4),
+    }
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    try:
+        if args.input is not None:
+            return asyncio.run(classify_jsonl(args))
+        if not args.text:
+            raise SystemExit("labelprob classify: give a TEXT or --input FILE")
+        with Client(args.target, timeout=args.timeout) as client:
+            result = client.classify(args.text, params_from_args(args))
+        if args.full:
+            print(json_format.MessageToJson(result, preserving_proto_field_name=True))
+        else:
+            print(json.dumps(summary(result), indent=2))
+        return 0
+    except grpc.RpcError as err:
+        print(f"error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+
+
+def read_jsonl(stream: TextIO) -> Iterator[dict]:
+    for number, line in enumerate(stream, 1):
+        if line.strip():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"line {number}: not JSON: {exc}") from exc
+
+
+async def classify_jsonl(args: argparse.Namespace) -> int:
+    """Classifies each line with bounded concurrency; output keeps input order."""
+    source = sys.stdin if str(args.input) == "-" else args.input.open()
+    rows = list(read_jsonl(source))
+    sink = sys.stdout if args.output is None else args.output.open("w")
+    semaphore = asyncio.Semaphore(max(args.concurrency, 1))
+    failures = 0
+    async with AsyncClient(args.target, timeout=args.timeout) as client:
+
+        async def one(row: dict) -> dict:
+            nonlocal failures
+            params = params_from_args(args, row.get("labels"))
+            async with semaphore:
+                try:
+                    result = await client.classify(row["text"], params)
+                except grpc.aio.AioRpcError as err:
+                    failures += 1
+                    return {**row, "error": f"{err.code().name}: {err.details()}"}
+            out = {**row, **summary(result)}
+            out.pop("labels", None)
+            return out
+
+        tasks = [asyncio.ensure_future(one(row)) for row in rows]
+        with tqdm(total=len(tasks), unit="text", file=sys.stderr, disable=None) as bar:
+            for task in tasks:
+                out = await task
+                sink.write(json.dumps(out) + "\n")
+                bar.update(1)
+    if sink is not sys.stdout:
+        sink.close()
+    return 1 if failures else 0

@@ -1,0 +1,158 @@
+"""Python clients of labelprob.v1.ClassifierService: synchronous and asyncio, with deadlines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from labelprob.v1 import classifier_pb2 as pb
+from labelprob.v1 import classifier_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "localhost:50051"
+DEFAULT_TIMEOUT_S = 30.0
+
+LabelLike = str | tuple[str, str] | pb.Label
+MODES = {
+    "auto": pb.SCORING_MODE_AUTO,
+    "first_token": pb.SCORING_MODE_FIRST_TOKEN,
+    "full": pb.SCORING_MODE_FULL,
+}
+CALIBRATIONS = {
+    "default": pb.CALIBRATION_UNSPECIFIED,
+    "none": pb.CALIBRATION_NONE,
+    "contextual": pb.CALIBRATION_CONTEXTUAL,
+    "domain_pmi": pb.CALIBRATION_DOMAIN_PMI,
+    "batch": pb.CALIBRATION_BATCH,
+}
+
+
+def to_label(label: LabelLike) -> pb.Label:
+    """A label from a name, a (name, description) pair, or a pb.Label."""
+    if isinstance(label, pb.Label):
+        return label
+    if isinstance(label, tuple):
+        return pb.Label(name=label[0], description=label[1])
+    return pb.Label(name=label)
+
+
+@dataclass
+class ClassifyParams:
+    """Everything of a request but its text(s)."""
+
+    labels: Sequence[LabelLike]
+    instruction: str = ""
+    examples: Sequence[tuple[str, str]] = ()
+    options: pb.ScoringOptions = field(default_factory=pb.ScoringOptions)
+
+    def request(self, text: str) -> pb.ClassifyRequest:
+        return pb.ClassifyRequest(
+            text=text,
+            labels=[to_label(lb) for lb in self.labels],
+            instruction=self.instruction,
+            examples=[pb.Example(text=t, label=lb) for t, lb in self.examples],
+            options=self.options,
+        )
+
+    def batch_request(self, texts: Iterable[str]) -> pb.ClassifyBatchRequest:
+        return pb.ClassifyBatchRequest(
+            texts=list(texts),
+            labels=[to_label(lb) for lb in self.labels],
+            instruction=self.instruction,
+            examples=[pb.Example(text=t, label=lb) for t, lb in self.examples],
+            options=self.options,
+        )
+
+
+def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+
+
+class Client:
+    """Blocking client. Every call has a deadline (``timeout`` seconds)."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.timeout = timeout
+        if credentials is None:
+            self.channel = grpc.insecure_channel(target, options=channel_options())
+        else:
+            self.channel = grpc.secure_channel(target, credentials, options=channel_options())
+        self.stub = pb_grpc.ClassifierServiceStub(self.channel)
+
+    def classify(
+        self, text: str, params: ClassifyParams, timeout: float | None = None
+    ) -> pb.Classification:
+        response = self.stub.Classify(params.request(text), timeout=timeout or self.timeout)
+        return response.result
+
+    def classify_batch(
+        self, texts: Sequence[str], params: ClassifyParams, timeout: float | None = None
+    ) -> pb.ClassifyBatchResponse:
+        return self.stub.ClassifyBatch(params.batch_request(texts), timeout=timeout or self.timeout)
+
+    def model_info(self, timeout: float | None = None) -> pb.GetModelInfoResponse:
+        return self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout or self.timeout)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client. Every call has a deadline (``timeout`` seconds)."""
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.timeout = timeout
+        if credentials is None:
+            self.channel = grpc.aio.insecure_channel(target, options=channel_options())
+        else:
+            self.channel = grpc.aio.secure_channel(target, credentials, options=channel_options())
+        self.stub = pb_grpc.ClassifierServiceStub(self.channel)
+
+    async def classify(
+        self, text: str, params: ClassifyParams, timeout: float | None = None
+    ) -> pb.Classification:
+        response = await self.stub.Classify(params.request(text), timeout=timeout or self.timeout)
+        return response.result
+
+    async def classify_batch(
+        self, texts: Sequence[str], params: ClassifyParams, timeout: float | None = None
+    ) -> pb.ClassifyBatchResponse:
+        return await self.stub.ClassifyBatch(
+            params.batch_request(texts), timeout=timeout or self.timeout
+        )
+
+    async def model_info(self, timeout: float | None = None) -> pb.GetModelInfoResponse:
+        return await self.stub.GetModelInfo(
+            pb.GetModelInfoRequest(), timeout=timeout or self.timeout
+        )
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

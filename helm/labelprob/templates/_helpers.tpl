@@ -1,0 +1,363 @@
+{{/*
+Names. Kubernetes names are DNS labels: at most 63 characters.
+*/}}
+{{- define "labelprob.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "labelprob.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "labelprob.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Standard labels on every object; selector labels are the immutable subset.
+*/}}
+{{- define "labelprob.labels" -}}
+helm.sh/chart: {{ include "labelprob.chart" . }}
+{{ include "labelprob.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: labelprob
+{{- end }}
+
+{{- define "labelprob.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "labelprob.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "labelprob.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "labelprob.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+GPU mode is decided by engine.device alone.
+*/}}
+{{- define "labelprob.gpuMode" -}}
+{{- if eq .Values.engine.device "cuda" }}true{{ end }}
+{{- end }}
+
+{{/*
+Image reference: a digest pins it; an empty tag follows appVersion and the device flavour.
+*/}}
+{{- define "labelprob.image" -}}
+{{- $flavour := ternary "cuda" "cpu" (eq .Values.engine.device "cuda") }}
+{{- $tag := .Values.image.tag | default (printf "%s-%s" .Chart.AppVersion $flavour) }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The model cache folder (LABELPROB_CACHE_DIR). Empty for the embedded model: the image
+already holds it pre-converted under its own LABELPROB_CACHE_DIR, and that is read-only.
+*/}}
+{{- define "labelprob.modelCacheDir" -}}
+{{- if .Values.model.cacheDir }}
+{{- .Values.model.cacheDir }}
+{{- else if .Values.model.name }}
+{{- printf "%s/models" (trimSuffix "/" .Values.modelCache.mountPath) }}
+{{- end }}
+{{- end }}
+
+{{- define "labelprob.templatesConfigMap" -}}
+{{- .Values.promptTemplates.existingConfigMap | default (printf "%s-templates" (include "labelprob.fullname" .)) }}
+{{- end }}
+
+{{- define "labelprob.cacheClaimName" -}}
+{{- .Values.modelCache.persistence.existingClaim | default (printf "%s-cache" (include "labelprob.fullname" .)) }}
+{{- end }}
+
+{{- define "labelprob.tensorParallelSize" -}}
+{{- if kindIs "invalid" .Values.engine.tensorParallelSize }}
+{{- int64 .Values.gpu.count }}
+{{- else }}
+{{- int64 .Values.engine.tensorParallelSize }}
+{{- end }}
+{{- end }}
+
+{{- define "labelprob.terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
+{{- add (int64 (ceil .Values.server.gracePeriodSeconds)) 15 }}
+{{- else }}
+{{- int64 .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Cross-field checks the schema cannot phrase clearly. Included by the Deployment, so
+every render runs them.
+*/}}
+{{- define "labelprob.validate" -}}
+{{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
+{{- fail "autoscaling.enabled and keda.enabled are mutually exclusive: KEDA creates its own HorizontalPodAutoscaler. Enable only one." }}
+{{- end }}
+{{- if and .Values.keda.enabled (not .Values.keda.prometheus.serverAddress) }}
+{{- fail "keda.prometheus.serverAddress is required when keda.enabled is true (e.g. http://prometheus-operated.monitoring.svc:9090)." }}
+{{- end }}
+{{- if and (eq (int64 .Values.server.metricsPort) 0) (or .Values.metrics.serviceMonitor.enabled .Values.keda.enabled) }}
+{{- fail "server.metricsPort is 0 (metrics off), but metrics.serviceMonitor.enabled or keda.enabled needs the metrics endpoint." }}
+{{- end }}
+{{- if and .Values.autoscaling.enabled (kindIs "invalid" .Values.autoscaling.targetCPUUtilizationPercentage) (kindIs "invalid" .Values.autoscaling.targetMemoryUtilizationPercentage) (kindIs "invalid" .Values.autoscaling.targetInflightReads) }}
+{{- fail "autoscaling.enabled needs at least one target: targetCPUUtilizationPercentage, targetMemoryUtilizationPercentage or targetInflightReads." }}
+{{- end }}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) }}
+{{- fail "tls.secretName is required when tls.enabled is true." }}
+{{- end }}
+{{- if and .Values.promptTemplates.enabled (not .Values.promptTemplates.existingConfigMap) (not .Values.promptTemplates.content) }}
+{{- fail "promptTemplates.enabled needs promptTemplates.content or promptTemplates.existingConfigMap." }}
+{{- end }}
+{{- if and (include "labelprob.gpuMode" .) (gt (int64 (include "labelprob.tensorParallelSize" .)) (int64 .Values.gpu.count)) }}
+{{- fail "engine.tensorParallelSize cannot exceed gpu.count: each tensor-parallel rank needs its own GPU." }}
+{{- end }}
+{{- end }}
+
+{{/*
+Probe handler. Kubelet gRPC probes speak plaintext only, so with TLS the probes run
+grpc_health_probe (shipped in the image) against localhost instead.
+*/}}
+{{- define "labelprob.probeHandler" -}}
+{{- if .Values.tls.enabled }}
+exec:
+  command:
+    - {{ .Values.probes.healthProbeBinary }}
+    - -addr=127.0.0.1:{{ int64 .Values.server.port }}
+    - -service={{ .Values.probes.service }}
+    - -tls
+    - -tls-no-verify
+    {{- if .Values.tls.clientAuth }}
+    - -tls-client-cert=/etc/labelprob/tls/tls.crt
+    - -tls-client-key=/etc/labelprob/tls/tls.key
+    {{- end }}
+{{- else }}
+grpc:
+  port: {{ int64 .Values.server.port }}
+  service: {{ .Values.probes.service | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Server settings as LABELPROB_* variables (the CLI reads each flag's env fallback), plus the
+writable locations vLLM, Hugging Face and torch need under a read-only root filesystem.
+*/}}
+{{- define "labelprob.env" -}}
+{{- $cache := trimSuffix "/" .Values.modelCache.mountPath }}
+{{- $gpu := include "labelprob.gpuMode" . }}
+- name: HOME
+  value: {{ $cache | quote }}
+- name: XDG_CACHE_HOME
+  value: {{ $cache | quote }}
+- name: HF_HOME
+  value: {{ printf "%s/huggingface" $cache | quote }}
+- name: VLLM_CACHE_ROOT
+  value: {{ printf "%s/vllm" $cache | quote }}
+- name: TRITON_CACHE_DIR
+  value: {{ printf "%s/triton" $cache | quote }}
+- name: TORCHINDUCTOR_CACHE_DIR
+  value: {{ printf "%s/torchinductor" $cache | quote }}
+- name: TMPDIR
+  value: /tmp
+# No usage telemetry from a server that may handle private texts.
+- name: VLLM_NO_USAGE_STATS
+  value: "1"
+- name: DO_NOT_TRACK
+  value: "1"
+{{- with include "labelprob.modelCacheDir" . }}
+- name: LABELPROB_CACHE_DIR
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.model.name }}
+- name: LABELPROB_MODEL
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.model.offline }}
+- name: HF_HUB_OFFLINE
+  value: "1"
+{{- end }}
+{{- with .Values.model.hfToken.secretName }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.model.hfToken.secretKey }}
+{{- end }}
+- name: LABELPROB_DEVICE
+  value: {{ .Values.engine.device | quote }}
+- name: LABELPROB_DTYPE
+  value: {{ .Values.engine.dtype | quote }}
+{{- if not (kindIs "invalid" .Values.engine.maxModelLen) }}
+- name: LABELPROB_MAX_MODEL_LEN
+  value: {{ int64 .Values.engine.maxModelLen | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.engine.blockSize) }}
+- name: LABELPROB_BLOCK_SIZE
+  value: {{ int64 .Values.engine.blockSize | quote }}
+{{- end }}
+- name: LABELPROB_MAX_NUM_SEQS
+  value: {{ int64 .Values.engine.maxNumSeqs | quote }}
+- name: LABELPROB_SEED
+  value: {{ int64 .Values.engine.seed | quote }}
+- name: LABELPROB_ENFORCE_EAGER
+  value: {{ .Values.engine.enforceEager | quote }}
+{{- if $gpu }}
+- name: LABELPROB_GPU_MEMORY_UTILIZATION
+  value: {{ .Values.engine.gpuMemoryUtilization | toString | quote }}
+- name: LABELPROB_TENSOR_PARALLEL_SIZE
+  value: {{ include "labelprob.tensorParallelSize" . | quote }}
+{{- else }}
+- name: LABELPROB_KV_CACHE_GIB
+  value: {{ .Values.engine.kvCacheGiB | toString | quote }}
+- name: VLLM_CPU_KVCACHE_SPACE
+  value: {{ .Values.engine.kvCacheGiB | toString | quote }}
+{{- with .Values.engine.cpu.ompThreadsBind }}
+- name: VLLM_CPU_OMP_THREADS_BIND
+  value: {{ . | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.engine.cpu.reservedCpus) }}
+- name: VLLM_CPU_NUM_OF_RESERVED_CPU
+  value: {{ int64 .Values.engine.cpu.reservedCpus | quote }}
+{{- end }}
+{{- end }}
+- name: LABELPROB_HOST
+  value: "0.0.0.0"
+- name: LABELPROB_PORT
+  value: {{ int64 .Values.server.port | quote }}
+- name: LABELPROB_METRICS_PORT
+  value: {{ int64 .Values.server.metricsPort | quote }}
+- name: LABELPROB_MAX_LABELS
+  value: {{ int64 .Values.server.maxLabels | quote }}
+- name: LABELPROB_MAX_BATCH_TEXTS
+  value: {{ int64 .Values.server.maxBatchTexts | quote }}
+- name: LABELPROB_MAX_TEXT_CHARS
+  value: {{ int64 .Values.server.maxTextChars | quote }}
+- name: LABELPROB_MAX_MESSAGE_BYTES
+  value: {{ int64 .Values.server.maxMessageBytes | quote }}
+- name: LABELPROB_MAX_INFLIGHT_READS
+  value: {{ int64 .Values.server.maxInflightReads | quote }}
+- name: LABELPROB_DEFAULT_CALIBRATION
+  value: {{ .Values.server.defaultCalibration | quote }}
+- name: LABELPROB_DEFAULT_TRUNCATION
+  value: {{ .Values.server.defaultTruncation | quote }}
+- name: LABELPROB_GRACE_PERIOD
+  value: {{ .Values.server.gracePeriodSeconds | toString | quote }}
+- name: LABELPROB_LOG_LEVEL
+  value: {{ .Values.server.logLevel | quote }}
+- name: LABELPROB_LOG_TEXT
+  value: {{ .Values.server.logText | quote }}
+{{- if .Values.promptTemplates.enabled }}
+- name: LABELPROB_TEMPLATES_FILE
+  value: {{ printf "/etc/labelprob/templates/%s" .Values.promptTemplates.key | quote }}
+{{- end }}
+{{- if .Values.tls.enabled }}
+- name: LABELPROB_TLS_CERT
+  value: /etc/labelprob/tls/tls.crt
+- name: LABELPROB_TLS_KEY
+  value: /etc/labelprob/tls/tls.key
+{{- if .Values.tls.clientAuth }}
+- name: LABELPROB_TLS_CLIENT_CA
+  value: {{ printf "/etc/labelprob/tls-client-ca/%s" .Values.tls.clientCAKey | quote }}
+{{- end }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Resources; GPU mode adds the GPU count to limits (requests default to limits for
+extended resources).
+*/}}
+{{- define "labelprob.resources" -}}
+{{- $res := deepCopy (.Values.resources | default dict) }}
+{{- if include "labelprob.gpuMode" . }}
+{{- $limits := get $res "limits" | default dict }}
+{{- $_ := set $limits .Values.gpu.resourceName (int64 .Values.gpu.count) }}
+{{- $_ := set $res "limits" $limits }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}
+
+{{/*
+Scheduling: GPU mode adds its node selector and tolerations to the general ones.
+*/}}
+{{- define "labelprob.nodeSelector" -}}
+{{- $sel := deepCopy (.Values.nodeSelector | default dict) }}
+{{- if include "labelprob.gpuMode" . }}
+{{- $sel = merge $sel (.Values.gpu.nodeSelector | default dict) }}
+{{- end }}
+{{- if $sel }}
+{{- toYaml $sel }}
+{{- end }}
+{{- end }}
+
+{{- define "labelprob.tolerations" -}}
+{{- $tol := .Values.tolerations | default list }}
+{{- if include "labelprob.gpuMode" . }}
+{{- $tol = concat $tol (.Values.gpu.tolerations | default list) }}
+{{- end }}
+{{- toYaml $tol }}
+{{- end }}
+
+{{/*
+Pod annotations: a config checksum, Prometheus discovery, then the user's own.
+*/}}
+{{- define "labelprob.podAnnotations" -}}
+{{- $ann := dict }}
+{{- if .Values.promptTemplates.enabled }}
+{{- /* Roll the pods when the templates change: the server reads the file at start. */}}
+{{- $_ := set $ann "checksum/templates" (.Values.promptTemplates | toJson | sha256sum) }}
+{{- end }}
+{{- if and .Values.metrics.scrapeAnnotations (gt (int64 .Values.server.metricsPort) 0) }}
+{{- $_ := set $ann "prometheus.io/scrape" "true" }}
+{{- $_ := set $ann "prometheus.io/port" (toString (int64 .Values.server.metricsPort)) }}
+{{- $_ := set $ann "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- $ann = merge (deepCopy (.Values.podAnnotations | default dict)) $ann }}
+{{- if $ann }}
+{{- toYaml $ann }}
+{{- end }}
+{{- end }}
+
+{{/*
+KEDA query: total queue depth over this release's pods (Deployment pods are named
+<fullname>-<replicaset hash>-<suffix>). Override with keda.prometheus.query (templated).
+*/}}
+{{- define "labelprob.kedaQuery" -}}
+{{- if .Values.keda.prometheus.query }}
+{{- tpl .Values.keda.prometheus.query . }}
+{{- else }}
+{{- printf "sum(labelprob_inflight_reads{namespace=\"%s\",pod=~\"%s-[a-z0-9]+-[a-z0-9]+\"})" .Release.Namespace (include "labelprob.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Topology spread: a constraint without labelSelector spreads this release's pods.
+*/}}
+{{- define "labelprob.topologySpreadConstraints" -}}
+{{- $selector := dict "matchLabels" (include "labelprob.selectorLabels" . | fromYaml) }}
+{{- $out := list }}
+{{- range .Values.topologySpreadConstraints }}
+{{- $out = append $out (merge (deepCopy .) (dict "labelSelector" $selector)) }}
+{{- end }}
+{{- if $out }}
+{{- toYaml $out }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,199 @@
+"""Boot: logging, model source, engine, gRPC server with health and reflection, metrics, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from labelprob.server import metrics as m
+from labelprob.server.classifier import Classifier, Options, Task
+from labelprob.server.config import ServerSettings
+from labelprob.server.engine import Engine
+from labelprob.server.model_source import EMBEDDED_MODEL_NAME, resolve_model
+from labelprob.server.prompts import LabelSpec, load_templates
+from labelprob.server.scoring import Calibration
+from labelprob.server.service import SERVICE_NAME, ClassifierService
+from labelprob.v1 import classifier_pb2 as pb
+from labelprob.v1 import classifier_pb2_grpc as pb_grpc
+
+log = structlog.get_logger(__name__)
+
+# Exit code when the engine process dies, so an orchestrator restarts the pod.
+EXIT_ENGINE_DIED = 3
+
+
+def configure_logging(level: str) -> None:
+    """structlog JSON lines on stderr, one object per event, with the request's context."""
+    numeric = logging.getLevelName(level.upper())
+    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+@dataclass
+class Running:
+    """A started server: what tests and the CLI need to reach and stop it."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.HealthServicer
+    service: ClassifierService
+    engine: Engine | None = None
+    exit_code: int = 0
+
+    def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+        m.ENGINE_UP.set(1 if serving else 0)
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert is None:
+        return None
+    if settings.tls_key is None:
+        raise SystemExit("--tls-cert needs --tls-key")
+    key_pair = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+    if settings.tls_client_ca is not None:
+        return grpc.ssl_server_credentials(
+            key_pair,
+            root_certificates=settings.tls_client_ca.read_bytes(),
+            require_client_auth=True,
+        )
+    return grpc.ssl_server_credentials(key_pair)
+
+
+async def start_server(settings: ServerSettings, model_name: str) -> Running:
+    """Starts gRPC with health (NOT_SERVING), reflection and an unready classifier service."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+    )
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    service = ClassifierService(None, settings, model_name, Engine.version())
+    pb_grpc.add_ClassifierServiceServicer_to_server(service, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    await server.start()
+    running = Running(server, port, health_servicer, service)
+    running.set_serving(False)
+    log.info("grpc listening", port=port, tls=credentials is not None)
+    return running
+
+
+async def warm_up(classifier: Classifier) -> None:
+    """One small classification so the first real request does not pay for kernel warm-up."""
+    task = Task(labels=(LabelSpec("yes"), LabelSpec("no")))
+    await classifier.classify(task, ["warm-up"], Options(calibration=Calibration.NONE))
+
+
+async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
+    """Loads the model, starts the engine, warms it up and turns health to SERVING."""
+    engine_settings = settings.engine
+    model_path = await asyncio.to_thread(
+        resolve_model, engine_settings.model, engine_settings.cache_dir
+    )
+    model_name = engine_settings.model or EMBEDDED_MODEL_NAME
+    engine = await asyncio.to_thread(Engine.start, engine_settings, model_path, model_name)
+    running.engine = engine
+    classifier = Classifier(
+        engine,
+        load_templates(settings.templates_file),
+        default_calibration=Calibration(settings.default_calibration),
+        default_truncate=settings.default_truncation == "truncate",
+        max_inflight_reads=settings.max_inflight_reads,
+    )
+    m.INFLIGHT_READS.set_function(lambda: classifier.inflight_reads)
+    await warm_up(classifier)
+    running.service.classifier = classifier
+    running.set_serving(True)
+    log.info(
+        "serving",
+        model=model_name,
+        max_model_len=engine.max_model_len,
+        block_size=engine.block_size,
+    )
+    return engine
+
+
+async def serve(settings: ServerSettings) -> int:
+    """Runs the server until SIGTERM/SIGINT (exit 0) or engine death (exit non-zero)."""
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    running = await start_server(settings, settings.engine.model or EMBEDDED_MODEL_NAME)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def on_engine_death() -> None:
+        running.exit_code = EXIT_ENGINE_DIED
+        running.set_serving(False)
+        stop.set()
+
+    startup = asyncio.create_task(attach_engine(running, settings))
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if startup in done and startup.exception() is None:
+        watchdog = asyncio.create_task(startup.result().watch(on_engine_death))
+        await stop.wait()
+        watchdog.cancel()
+    elif startup in done:
+        log.error("engine failed to start", error=repr(startup.exception()))
+        running.exit_code = 1
+    else:
+        startup.cancel()
+    await shutdown(running, settings.grace_period_s)
+    return running.exit_code
+
+
+async def shutdown(running: Running, grace_s: float) -> None:
+    """NOT_SERVING first (balancers stop sending), drain in-flight RPCs, then stop the engine."""
+    running.set_serving(False)
+    running.health.enter_graceful_shutdown()
+    log.info("draining", grace_seconds=grace_s)
+    await running.server.stop(grace_s)
+    if running.engine is not None:
+        running.engine.shutdown()
+    log.info("stopped", exit_code=running.exit_code)
+
+
+def main(settings: ServerSettings) -> int:
+    configure_logging(settings.log_level)
+    return asyncio.run(serve(settings))
+
+
+__all__ = ["Running", "attach_engine", "main", "pb", "serve", "start_server"]

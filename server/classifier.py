@@ -1,0 +1,407 @@
+"""The classification path between the service and the engine: prompt, label plan, reads, scores.
+
+Domain objects in, domain objects out: the gRPC service converts them to and
+from the proto. The engine is anything with the ``Engine`` methods used here,
+so the path is testable with the real engine and, for pure logic, a fake one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from labelprob.server import labels as label_plan
+from labelprob.server import scoring
+from labelprob.server.engine import ReadResult
+from labelprob.server.errors import InvalidArgument, Overloaded
+from labelprob.server.labels import Mode, Read, TokenIds
+from labelprob.server.prompts import (
+    ChatRenderer,
+    ExampleSpec,
+    LabelSpec,
+    PromptParts,
+    Template,
+    render_prompt_parts,
+)
+from labelprob.server.scoring import Calibration, Decision, LengthNorm, Thresholds
+
+DEFAULT_CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+
+
+class ReadEngine(Protocol):
+    max_model_len: int
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
+    def decode_token(self, token_id: int) -> str: ...
+    def chat_renderer(self) -> ChatRenderer | None: ...
+    async def read(
+        self,
+        prompt_ids: Sequence[int],
+        candidates: Sequence[int] = (),
+        *,
+        top_k: int = 0,
+        cache_salt: str | None = None,
+    ) -> ReadResult: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    """What is shared by every text of a request: labels, instruction, examples, template."""
+
+    labels: tuple[LabelSpec, ...]
+    instruction: str = ""
+    examples: tuple[ExampleSpec, ...] = ()
+    template: str = ""
+
+
+@dataclass(frozen=True)
+class Options:
+    mode: Mode = Mode.AUTO
+    length_norm: LengthNorm = LengthNorm.SUM
+    calibration: Calibration | None = None  # None: the server default
+    top_alternatives: int = 0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    truncate: bool | None = None  # None: the server default
+    content_free_inputs: tuple[str, ...] = ()
+    domain_premise: str = ""
+    cache_salt: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    token_id: int
+    token: str
+    logprob: float
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    reads: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_tokens += other.cached_tokens
+        self.reads += other.reads
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    name: str
+    probability: float
+    logprob: float
+    tokens: tuple[TokenScore, ...]
+    uncalibrated_probability: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    top_label: str
+    labels: tuple[LabelResult, ...]
+    label_mass: float
+    entropy: float
+    margin: float
+    top_alternatives: tuple[TokenScore, ...]
+    decision: Decision
+    usage: Usage
+    mode: Mode
+    calibration: Calibration
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    """A task turned into token ids once and reused for every text (cached)."""
+
+    parts: PromptParts
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    label_ids: tuple[TokenIds, ...]
+
+    @property
+    def longest_label(self) -> int:
+        return max(len(ids) for ids in self.label_ids)
+
+
+@dataclass(frozen=True)
+class RawScores:
+    """One text's label log-probabilities before normalization."""
+
+    token_logprobs: list[list[float]]
+    top: list[tuple[int, float]]
+    usage: Usage
+    mode: Mode
+    truncated: bool
+
+
+class Classifier:
+    """Runs classification requests against a read engine."""
+
+    def __init__(
+        self,
+        engine: ReadEngine,
+        templates: dict[str, Template],
+        *,
+        default_template: str = "chat",
+        default_calibration: Calibration = Calibration.NONE,
+        default_truncate: bool = True,
+        max_inflight_reads: int = 4096,
+    ) -> None:
+        self.engine = engine
+        self.templates = templates
+        self.default_template = default_template
+        self.default_calibration = default_calibration
+        self.default_truncate = default_truncate
+        self.max_inflight_reads = max_inflight_reads
+        self.inflight_reads = 0
+        self._chat = engine.chat_renderer()
+        self.prepare = functools.lru_cache(maxsize=512)(self._prepare)
+        self._calibration_cache: dict[tuple, asyncio.Future[list[float]]] = {}
+
+    # -- preparation (cached per task) -------------------------------------------
+
+    def template_for(self, name: str) -> Template:
+        template = self.templates.get(name or self.default_template)
+        if template is None:
+            raise InvalidArgument(
+                "options.template", f"unknown template {name!r}; known: {sorted(self.templates)}"
+            )
+        return template
+
+    def _prepare(self, task: Task) -> PreparedTask:
+        template = self.template_for(task.template)
+        parts = render_prompt_parts(
+            template, task.instruction, task.labels, task.examples, self._chat
+        )
+        encode = self.engine.encode
+        prefix_ids = tuple(encode(parts.prefix, parts.add_special_tokens))
+        suffix_ids = tuple(encode(parts.suffix))
+        label_ids = []
+        for i, label in enumerate(task.labels):
+            ids = label_plan.continuation_ids(encode, parts.suffix, parts.label_lead + label.name)
+            if not ids:
+                raise InvalidArgument(f"labels[{i}].name", "label tokenizes to no tokens")
+            label_ids.append(ids)
+        if len(set(label_ids)) != len(label_ids):
+            raise InvalidArgument("labels", "two labels tokenize to the same tokens")
+        return PreparedTask(parts, prefix_ids, suffix_ids, tuple(label_ids))
+
+    def prompt_ids(
+        self, prepared: PreparedTask, text: str, truncate: bool
+    ) -> tuple[list[int], bool]:
+        """The prompt's token ids; a text too long for the context is cut or rejected."""
+        text_ids = self.engine.encode(text)
+        fixed = len(prepared.prefix_ids) + len(prepared.suffix_ids)
+        # The deepest read is prompt + (longest label - 1) tokens, and it needs one slot to read.
+        budget = self.engine.max_model_len - fixed - prepared.longest_label
+        if budget <= 0:
+            raise InvalidArgument(
+                "labels",
+                f"instruction, labels and examples take {fixed} tokens; "
+                f"the context holds {self.engine.max_model_len}",
+            )
+        truncated = len(text_ids) > budget
+        if truncated:
+            if not truncate:
+                raise InvalidArgument(
+                    "text",
+                    f"text is {len(text_ids)} tokens; at most {budget} fit with this task "
+                    "(set options.truncation to TRUNCATE to cut it)",
+                )
+            text_ids = text_ids[:budget]
+        return [*prepared.prefix_ids, *text_ids, *prepared.suffix_ids], truncated
+
+    # -- reads -------------------------------------------------------------------
+
+    def _admit(self, n_reads: int) -> None:
+        if self.inflight_reads + n_reads > self.max_inflight_reads:
+            raise Overloaded(
+                f"{self.inflight_reads} engine reads in flight; limit {self.max_inflight_reads}"
+            )
+        self.inflight_reads += n_reads
+
+    async def _run_reads(
+        self, prompt_ids: list[int], reads: list[Read], top_k: int, salt: str | None
+    ) -> tuple[dict[TokenIds, dict[int, float]], list[tuple[int, float]], Usage]:
+        """Root reads first (they fill the prefix cache), then the deeper ones at once."""
+        usage = Usage()
+
+        async def run(read: Read, k: int = 0) -> tuple[Read, ReadResult]:
+            result = await self.engine.read(
+                [*prompt_ids, *read.prefix], read.candidates, top_k=k, cache_salt=salt
+            )
+            usage.add(Usage(result.prompt_tokens, result.cached_tokens, 1))
+            return read, result
+
+        extra = 1 if top_k > 1 else 0
+        self._admit(len(reads) + extra)
+        try:
+            roots = [r for r in reads if not r.prefix]
+            first = await asyncio.gather(*(run(r) for r in roots))
+            pending = [run(r) for r in reads if r.prefix]
+            top_task = run(Read((), ()), top_k) if extra else None
+            rest = await asyncio.gather(*pending, *([top_task] if top_task else []))
+        finally:
+            self.inflight_reads -= len(reads) + extra
+        # The root read's sampled token is the top-1 alternative for free; k > 1 needs its own read.
+        top = rest.pop()[1].top if top_task is not None else first[0][1].top
+        merged = label_plan.merge_reads([(read, res.logprobs) for read, res in [*first, *rest]])
+        return merged, top, usage
+
+    async def raw_scores(self, prepared: PreparedTask, text: str, options: Options) -> RawScores:
+        truncate = self.default_truncate if options.truncate is None else options.truncate
+        prompt_ids, truncated = self.prompt_ids(prepared, text, truncate)
+        mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
+        reads = label_plan.plan_reads(prepared.label_ids, mode)
+        merged, top, usage = await self._run_reads(
+            prompt_ids, reads, options.top_alternatives, options.cache_salt
+        )
+        token_logprobs = label_plan.label_token_logprobs(prepared.label_ids, mode, merged)
+        return RawScores(token_logprobs, top, usage, mode, truncated)
+
+    # -- calibration -------------------------------------------------------------
+
+    async def _cached_scores(self, key: tuple, compute) -> list[float]:
+        """Computes a calibration vector once per key; concurrent callers share the work."""
+        future = self._calibration_cache.get(key)
+        if future is None or (future.done() and future.exception() is not None):
+            future = asyncio.ensure_future(compute())
+            self._calibration_cache[key] = future
+        return list(await asyncio.shield(future))
+
+    async def _text_scores(
+        self, prepared: PreparedTask, text: str, options: Options, mode: Mode
+    ) -> list[float]:
+        raw = await self.raw_scores(prepared, text, _with(options, mode=mode, top_alternatives=0))
+        return [scoring.length_normalized(t, options.length_norm) for t in raw.token_logprobs]
+
+    async def content_free_scores(
+        self, task: Task, prepared: PreparedTask, options: Options, mode: Mode
+    ) -> list[list[float]]:
+        inputs = options.content_free_inputs or DEFAULT_CONTENT_FREE_INPUTS
+        rows = []
+        for text in inputs:
+            key = ("cf", task, text, mode, options.length_norm, options.cache_salt)
+            rows.append(
+                await self._cached_scores(
+                    key, lambda t=text: self._text_scores(prepared, t, options, mode)
+                )
+            )
+        return rows
+
+    async def premise_scores(
+        self, task: Task, prepared: PreparedTask, options: Options, mode: Mode
+    ) -> list[float]:
+        """Label scores under the domain premise alone: the task without labels list or text."""
+        premise_task = Task(
+            labels=task.labels,
+            instruction=options.domain_premise or task.instruction,
+            template=task.template,
+        )
+        premise = self.prepare(premise_task)
+        key = ("pmi", premise_task, mode, options.length_norm, options.cache_salt)
+        return await self._cached_scores(key, lambda: self._text_scores(premise, "", options, mode))
+
+    # -- requests ----------------------------------------------------------------
+
+    async def classify(
+        self, task: Task, texts: Sequence[str], options: Options
+    ) -> list[Classification]:
+        """Classifies texts against one task; results keep the order of ``texts``."""
+        prepared = self.prepare(task)
+        calibration = options.calibration or self.default_calibration
+        if calibration is Calibration.BATCH and len(texts) < 2:
+            calibration = Calibration.NONE  # a batch of one has no batch statistics
+        raws = await asyncio.gather(*(self.raw_scores(prepared, t, options) for t in texts))
+        scores = [
+            [scoring.length_normalized(t, options.length_norm) for t in raw.token_logprobs]
+            for raw in raws
+        ]
+        calibrated = await self._calibrate(task, prepared, options, calibration, raws, scores)
+        return [
+            self._result(task, raw, s, c, calibration, options)
+            for raw, s, c in zip(raws, scores, calibrated, strict=True)
+        ]
+
+    async def _calibrate(
+        self,
+        task: Task,
+        prepared: PreparedTask,
+        options: Options,
+        calibration: Calibration,
+        raws: Sequence[RawScores],
+        scores: list[list[float]],
+    ) -> list[list[float]]:
+        if calibration is Calibration.NONE:
+            return scores
+        if calibration is Calibration.BATCH:
+            return scoring.batch_calibrated(scores)
+        out = []
+        for raw, row in zip(raws, scores, strict=True):
+            if calibration is Calibration.CONTEXTUAL:
+                cf = await self.content_free_scores(task, prepared, options, raw.mode)
+                out.append(scoring.contextual_calibrated(row, cf))
+            else:
+                premise = await self.premise_scores(task, prepared, options, raw.mode)
+                out.append(scoring.pmi_calibrated(row, premise))
+        return out
+
+    def _result(
+        self,
+        task: Task,
+        raw: RawScores,
+        scores: list[float],
+        calibrated: list[float],
+        calibration: Calibration,
+        options: Options,
+    ) -> Classification:
+        prepared = self.prepare(task)
+        raw_logprobs = [scoring.sequence_logprob(t) for t in raw.token_logprobs]
+        uncalibrated = scoring.softmax(scores)
+        probabilities = scoring.softmax(calibrated)
+        sig = scoring.signals(probabilities, raw_logprobs)
+        decode = self.engine.decode_token
+        labels = tuple(
+            LabelResult(
+                name=label.name,
+                probability=probabilities[i],
+                logprob=raw_logprobs[i],
+                tokens=tuple(
+                    TokenScore(tid, decode(tid), lp)
+                    for tid, lp in zip(prepared.label_ids[i], raw.token_logprobs[i], strict=False)
+                ),
+                uncalibrated_probability=uncalibrated[i],
+                score=calibrated[i],
+            )
+            for i, label in enumerate(task.labels)
+        )
+        top_probability = probabilities[sig.top_index]
+        return Classification(
+            top_label=task.labels[sig.top_index].name,
+            labels=labels,
+            label_mass=sig.label_mass,
+            entropy=sig.entropy,
+            margin=sig.margin,
+            top_alternatives=tuple(
+                TokenScore(tid, decode(tid), lp)
+                for tid, lp in raw.top[: max(options.top_alternatives, 0)]
+                if math.isfinite(lp)
+            ),
+            decision=scoring.decide(sig, top_probability, options.thresholds),
+            usage=raw.usage,
+            mode=raw.mode,
+            calibration=calibration,
+            truncated=raw.truncated,
+        )
+
+
+def _with(options: Options, **changes: object) -> Options:
+    from dataclasses import replace
+
+    return replace(options, **changes)

@@ -1,0 +1,211 @@
+"""The only module that imports vLLM: engine lifecycle, one-token label reads, abort on cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from labelprob.server.config import EngineSettings
+from labelprob.server.errors import EngineUnavailable
+
+log = structlog.get_logger(__name__)
+
+# How often the watchdog checks that the engine process is alive.
+WATCHDOG_PERIOD_S = 1.0
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    """What one read of ``prompt`` returned."""
+
+    logprobs: dict[int, float]  # full-vocabulary logprob of each candidate token
+    top: list[tuple[int, float]]  # most likely next tokens, best first
+    prompt_tokens: int
+    cached_tokens: int
+
+
+def configure_cpu_environment(settings: EngineSettings) -> None:
+    """Environment the CPU build reads at engine start (set only where the operator did not)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_gib))))
+    # vLLM's "auto" binding keeps one core per worker free for its scheduler,
+    # which on a 2-core machine leaves a single compute thread. Binding the
+    # worker to every core the process may use makes both cores compute.
+    if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        cores = sorted(os.sched_getaffinity(0))
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+
+
+def detect_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "cuda"
+
+
+class Engine:
+    """vLLM's AsyncLLM with prefix caching, raw log-probs, and reads of chosen next tokens."""
+
+    def __init__(self, llm: object, model_name: str, device: str) -> None:
+        from vllm import SamplingParams
+        from vllm.inputs import tokens_input
+
+        self._llm = llm
+        self._sampling_params = SamplingParams
+        self._tokens_input = tokens_input
+        self._ids = itertools.count()
+        self.model_name = model_name
+        self.device = device
+        self.tokenizer = llm.get_tokenizer()  # type: ignore[attr-defined]
+        config = llm.model_config  # type: ignore[attr-defined]
+        self.max_model_len: int = config.max_model_len
+        self.vocab_size: int = config.get_vocab_size()
+        self.block_size: int = llm.vllm_config.cache_config.block_size  # type: ignore[attr-defined]
+        self._stopped = False
+
+    @classmethod
+    def start(cls, settings: EngineSettings, model_path: str, model_name: str) -> Engine:
+        """Starts the engine (model load, compile, KV-cache allocation): tens of seconds."""
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        device = detect_device(settings.device)
+        if device == "cpu":
+            configure_cpu_environment(settings)
+        block_size = settings.block_size or (32 if device == "cpu" else None)
+        args = AsyncEngineArgs(
+            model=model_path,
+            served_model_name=model_name,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            block_size=block_size,
+            enable_prefix_caching=True,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            tensor_parallel_size=settings.tensor_parallel_size,
+            enforce_eager=settings.enforce_eager,
+            max_num_seqs=settings.max_num_seqs,
+            seed=settings.seed,
+            # Scores are read before temperature or penalties could touch them.
+            logprobs_mode="raw_logprobs",
+            max_logprobs=-1,
+            disable_log_stats=True,
+        )
+        log.info("starting engine", model=model_name, device=device, block_size=block_size)
+        return cls(AsyncLLM.from_engine_args(args), model_name, device)
+
+    # -- tokenizer -----------------------------------------------------------------
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode_token(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
+
+    def chat_renderer(self) -> Callable[[list[dict[str, str]]], str] | None:
+        """Renders chat messages with the model's template, or None when it has none."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            return None
+
+        def render(messages: list[dict[str, str]]) -> str:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+            )
+
+        return render
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def read(
+        self,
+        prompt_ids: Sequence[int],
+        candidates: Sequence[int] = (),
+        *,
+        top_k: int = 0,
+        cache_salt: str | None = None,
+    ) -> ReadResult:
+        """One forward pass over ``prompt_ids``; log-probs of the next token.
+
+        With ``candidates``, their full-vocabulary log-probs (vLLM's
+        ``logprob_token_ids``); with ``top_k``, the k most likely tokens instead.
+        Cancelling the awaiting task aborts the engine request.
+        """
+        self.ensure_running()
+        if candidates:
+            params = self._sampling_params(
+                max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False
+            )
+        else:
+            params = self._sampling_params(
+                max_tokens=1, temperature=0.0, logprobs=max(top_k, 1), detokenize=False
+            )
+        engine_input = self._tokens_input(list(prompt_ids), cache_salt=cache_salt)
+        request_id = f"lp-{next(self._ids)}"
+        final = None
+        try:
+            async for output in self._llm.generate(engine_input, params, request_id):  # type: ignore[attr-defined]
+                final = output
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self.errored:
+                raise EngineUnavailable(f"engine is not running: {exc}") from exc
+            raise
+        if final is None or not final.outputs or not final.outputs[0].logprobs:
+            raise RuntimeError(f"engine returned no logprobs for request {request_id}")
+        position = final.outputs[0].logprobs[0]
+        logprobs = {tid: position[tid].logprob for tid in candidates}
+        ranked = sorted(
+            ((tid, lp.logprob) for tid, lp in position.items() if lp.logprob > float("-inf")),
+            key=lambda item: item[1],
+            reverse=True,
+        )
+        return ReadResult(
+            logprobs=logprobs,
+            top=ranked[: max(top_k, 1)],
+            prompt_tokens=len(prompt_ids),
+            cached_tokens=final.num_cached_tokens or 0,
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @property
+    def errored(self) -> bool:
+        return bool(getattr(self._llm, "errored", False))
+
+    @property
+    def running(self) -> bool:
+        return not self._stopped and not self.errored
+
+    def ensure_running(self) -> None:
+        if self._stopped:
+            raise EngineUnavailable("engine is shut down")
+        if self.errored:
+            raise EngineUnavailable("engine process has died")
+
+    def num_unfinished_requests(self) -> int:
+        return self._llm.get_num_unfinished_requests()  # type: ignore[attr-defined]
+
+    async def watch(self, on_death: Callable[[], None]) -> None:
+        """Calls ``on_death`` once if the engine process dies; returns when stopped."""
+        while not self._stopped:
+            if self.errored:
+                log.error("engine process died")
+                on_death()
+                return
+            await asyncio.sleep(WATCHDOG_PERIOD_S)
+
+    def shutdown(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._llm.shutdown()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def version() -> str:
+        import vllm
+
+        return vllm.__version__

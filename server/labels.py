@@ -1,0 +1,103 @@
+"""Label tokens in context, the token trie of the labels, and the plan of engine reads.
+
+A read is one forward pass over ``prompt + prefix`` that returns the
+full-vocabulary log-probabilities of chosen next tokens (``candidates``).
+FIRST_TOKEN needs one read; FULL reads every internal node of the labels'
+token trie, which gives each label's exact sequence log-probability by the
+chain rule. Nothing here imports vLLM or grpc.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+# vLLM's per-request limit on logprob_token_ids (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS).
+MAX_CANDIDATES_PER_READ = 128
+
+Encode = Callable[[str], list[int]]
+TokenIds = tuple[int, ...]
+
+
+class Mode(enum.Enum):
+    AUTO = "auto"
+    FIRST_TOKEN = "first_token"
+    FULL = "full"
+
+
+@dataclass(frozen=True)
+class Read:
+    """One engine read: the prompt, then ``prefix``; returns logprobs of ``candidates``."""
+
+    prefix: TokenIds
+    candidates: TokenIds
+
+
+def continuation_ids(encode: Encode, anchor: str, continuation: str) -> TokenIds:
+    """Tokens of ``continuation`` as the tokenizer produces them right after ``anchor``.
+
+    " positive" after "Label:" and "positive" alone are different tokens, so a
+    label is tokenized in context and the anchor's own tokens are cut off. When
+    the boundary merges (the anchor's tokens change), the continuation is
+    tokenized alone: the prompt's tokens must stay exactly as sent.
+    """
+    base = encode(anchor)
+    full = encode(anchor + continuation)
+    if full[: len(base)] == base:
+        return tuple(full[len(base) :])
+    return tuple(encode(continuation))
+
+
+def resolve_mode(mode: Mode, label_ids: Sequence[TokenIds]) -> Mode:
+    """AUTO is FIRST_TOKEN when every label's first token is unique, else FULL.
+
+    A unique first token already names its label (the prompt lists the labels,
+    so the rest of the label is all but certain), and one read is the cheapest.
+    """
+    if mode is not Mode.AUTO:
+        return mode
+    first_tokens = [ids[0] for ids in label_ids]
+    return Mode.FIRST_TOKEN if len(set(first_tokens)) == len(first_tokens) else Mode.FULL
+
+
+def plan_reads(label_ids: Sequence[TokenIds], mode: Mode) -> list[Read]:
+    """The reads a mode needs: the root for FIRST_TOKEN, every internal trie node for FULL."""
+    if mode is Mode.AUTO:
+        raise ValueError("resolve AUTO before planning reads")
+    children: dict[TokenIds, set[int]] = {}
+    for ids in label_ids:
+        depth = 1 if mode is Mode.FIRST_TOKEN else len(ids)
+        for i in range(depth):
+            children.setdefault(tuple(ids[:i]), set()).add(ids[i])
+    reads = []
+    # Shorter prefixes first: their reads warm the prefix cache for deeper ones.
+    for prefix in sorted(children, key=lambda p: (len(p), p)):
+        candidates = sorted(children[prefix])
+        for start in range(0, len(candidates), MAX_CANDIDATES_PER_READ):
+            chunk = tuple(candidates[start : start + MAX_CANDIDATES_PER_READ])
+            reads.append(Read(prefix, chunk))
+    return reads
+
+
+def label_token_logprobs(
+    label_ids: Sequence[TokenIds],
+    mode: Mode,
+    read_logprobs: Mapping[TokenIds, Mapping[int, float]],
+) -> list[list[float]]:
+    """Each label's per-token log-probabilities from the reads' results (keyed by prefix)."""
+    out = []
+    for ids in label_ids:
+        depth = 1 if mode is Mode.FIRST_TOKEN else len(ids)
+        out.append([read_logprobs[tuple(ids[:i])][ids[i]] for i in range(depth)])
+    return out
+
+
+def merge_reads(
+    results: Sequence[tuple[Read, Mapping[int, float]]],
+) -> dict[TokenIds, dict[int, float]]:
+    """Joins the logprobs of reads that share a prefix (labels split over several reads)."""
+    merged: dict[TokenIds, dict[int, float]] = {}
+    for read, logprobs in results:
+        merged.setdefault(read.prefix, {}).update(logprobs)
+    return merged

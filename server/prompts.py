@@ -1,0 +1,166 @@
+"""Prompt rendering: instruction, labels and examples first (shared, prefix-cached), then the text.
+
+A rendered prompt is three strings: ``prefix + text + suffix``. The prefix holds
+everything shared between requests of one task, so vLLM's prefix cache serves
+it; the suffix closes the text and opens the answer, and the label tokens are
+read as its continuation. Nothing here imports vLLM or grpc.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from labelprob.server.errors import InvalidArgument
+
+# Marks where the text goes while a chat template renders; never appears in real input.
+TEXT_SENTINEL = "\u2063LABELPROB_TEXT\u2063"
+
+DEFAULT_INSTRUCTION = "Classify the text into exactly one of the labels."
+
+ChatRenderer = Callable[[list[dict[str, str]]], str]
+"""Renders chat messages with the model's template, assistant turn opened."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ExampleSpec:
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """A named prompt layout. Placeholders: {instruction} {labels} {examples} {text}."""
+
+    name: str
+    # "chat": the model's chat template (falls back to "plain" for models without one).
+    style: str = "chat"
+    system: str = ""
+    # Everything before the text; shared by all texts of a task.
+    task: str = "{instruction}\n\nLabels:\n{labels}\n\n{examples}"
+    text: str = "Text: {text}"
+    # After the text: restates the question next to where the answer starts.
+    question: str = "\n\nAnswer with the label only."
+    # Opens the answer; the label follows it directly. Chat models answer in the
+    # assistant turn; plain prompts need an explicit cue.
+    answer_prefix: str = ""
+    # Put between the answer prefix and the label's own text.
+    label_lead: str = ""
+    label_line: str = "- {name}"
+    label_line_described: str = "- {name}: {description}"
+    examples_header: str = "Examples:\n"
+    example: str = "Text: {text}\nLabel: {label}\n\n"
+
+
+PLAIN_TEMPLATE = Template(
+    name="plain",
+    style="plain",
+    task="{instruction}\n\nLabels:\n{labels}\n\n{examples}",
+    text="Text: {text}",
+    question="\n",
+    answer_prefix="Label:",
+    label_lead=" ",
+)
+CHAT_TEMPLATE = Template(name="chat")
+BUILTIN_TEMPLATES = {t.name: t for t in (CHAT_TEMPLATE, PLAIN_TEMPLATE)}
+DEFAULT_TEMPLATE = "chat"
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """A task's prompt around its text: the label tokens continue ``suffix``."""
+
+    prefix: str
+    suffix: str
+    label_lead: str
+    # Whether the tokenizer should add its BOS token (plain prompts; chat templates add their own).
+    add_special_tokens: bool
+
+
+def load_templates(path: Path | None) -> dict[str, Template]:
+    """Built-in templates plus those of a TOML file (one table per template name)."""
+    templates = dict(BUILTIN_TEMPLATES)
+    if path is None:
+        return templates
+    data = tomllib.loads(path.read_text())
+    known = {f.name for f in fields(Template)}
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [{name}] must be a table")
+        unknown = set(table) - known
+        if unknown:
+            raise ValueError(f"{path}: [{name}] has unknown keys {sorted(unknown)}")
+        base = templates.get(table.get("extends", ""), CHAT_TEMPLATE)
+        merged = {f.name: getattr(base, f.name) for f in fields(Template)} | table | {"name": name}
+        templates[name] = Template(**merged)
+    return templates
+
+
+def render_label_list(template: Template, labels: Sequence[LabelSpec]) -> str:
+    lines = [
+        template.label_line_described.format(name=lb.name, description=lb.description)
+        if lb.description
+        else template.label_line.format(name=lb.name)
+        for lb in labels
+    ]
+    return "\n".join(lines)
+
+
+def render_examples(template: Template, examples: Sequence[ExampleSpec]) -> str:
+    if not examples:
+        return ""
+    body = "".join(template.example.format(text=ex.text, label=ex.label) for ex in examples)
+    return template.examples_header + body
+
+
+def render_user_message(
+    template: Template,
+    instruction: str,
+    labels: Sequence[LabelSpec],
+    examples: Sequence[ExampleSpec],
+    text: str,
+) -> str:
+    task = template.task.format(
+        instruction=instruction or DEFAULT_INSTRUCTION,
+        labels=render_label_list(template, labels),
+        examples=render_examples(template, examples),
+    )
+    return task + template.text.format(text=text) + template.question
+
+
+def render_prompt_parts(
+    template: Template,
+    instruction: str,
+    labels: Sequence[LabelSpec],
+    examples: Sequence[ExampleSpec],
+    chat: ChatRenderer | None,
+) -> PromptParts:
+    """Renders the task around a text sentinel and splits it into prefix and suffix."""
+    user = render_user_message(template, instruction, labels, examples, TEXT_SENTINEL)
+    if template.style == "chat" and chat is not None:
+        messages = [{"role": "system", "content": template.system}] if template.system else []
+        messages.append({"role": "user", "content": user})
+        rendered = chat(messages) + template.answer_prefix
+        add_special_tokens = False
+    else:
+        rendered = user + template.answer_prefix
+        add_special_tokens = True
+    prefix, found, suffix = rendered.partition(TEXT_SENTINEL)
+    if not found or TEXT_SENTINEL in suffix:
+        raise InvalidArgument(
+            "options.template", f"template {template.name!r} must show the text once"
+        )
+    return PromptParts(prefix, suffix, template.label_lead, add_special_tokens)
+
+
+def render_prompt(parts: PromptParts, text: str) -> str:
+    """The whole prompt as one string (for logs, tests and the oracle)."""
+    return parts.prefix + text + parts.suffix

@@ -1,0 +1,158 @@
+"""Pure math on label log-probabilities: chain rule, normalization, calibration and signals.
+
+Everything works in natural-log space on plain floats; nothing here imports
+vLLM or grpc, so it is unit-tested in milliseconds.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class LengthNorm(enum.Enum):
+    SUM = "sum"
+    MEAN = "mean"
+
+
+class Calibration(enum.Enum):
+    NONE = "none"
+    CONTEXTUAL = "contextual"
+    DOMAIN_PMI = "domain_pmi"
+    BATCH = "batch"
+
+
+class Decision(enum.Enum):
+    NONE = "none"
+    ACCEPT = "accept"
+    ABSTAIN = "abstain"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """0 disables a threshold."""
+
+    min_top_probability: float = 0.0
+    min_margin: float = 0.0
+    min_label_mass: float = 0.0
+
+    def any(self) -> bool:
+        return bool(self.min_top_probability or self.min_margin or self.min_label_mass)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Confidence signals of one normalized label distribution."""
+
+    top_index: int
+    entropy: float
+    margin: float
+    label_mass: float
+
+
+def sequence_logprob(token_logprobs: Sequence[float]) -> float:
+    """Chain rule: log P(t1..tn) = sum of log P(ti | prompt, t<i)."""
+    return math.fsum(token_logprobs)
+
+
+def length_normalized(token_logprobs: Sequence[float], norm: LengthNorm) -> float:
+    total = sequence_logprob(token_logprobs)
+    if norm is LengthNorm.MEAN:
+        return total / max(len(token_logprobs), 1)
+    return total
+
+
+def logsumexp(values: Sequence[float]) -> float:
+    peak = max(values)
+    if peak == -math.inf:
+        return -math.inf
+    return peak + math.log(math.fsum(math.exp(v - peak) for v in values))
+
+
+def softmax(scores: Sequence[float]) -> list[float]:
+    """Normalizes scores over the labels; all -inf gives a uniform distribution."""
+    total = logsumexp(scores)
+    if total == -math.inf:
+        return [1.0 / len(scores)] * len(scores)
+    return [math.exp(s - total) for s in scores]
+
+
+def entropy(probabilities: Sequence[float]) -> float:
+    """Shannon entropy in nats."""
+    return -math.fsum(p * math.log(p) for p in probabilities if p > 0.0)
+
+
+def margin(probabilities: Sequence[float]) -> float:
+    """Top probability minus the runner-up's (the top one alone when there is one label)."""
+    ordered = sorted(probabilities, reverse=True)
+    return ordered[0] - (ordered[1] if len(ordered) > 1 else 0.0)
+
+
+def label_mass(raw_logprobs: Sequence[float]) -> float:
+    """Total raw probability the model put on the labels' token sequences."""
+    return min(1.0, math.fsum(math.exp(lp) for lp in raw_logprobs))
+
+
+def signals(probabilities: Sequence[float], raw_logprobs: Sequence[float]) -> Signals:
+    top = max(range(len(probabilities)), key=probabilities.__getitem__)
+    return Signals(top, entropy(probabilities), margin(probabilities), label_mass(raw_logprobs))
+
+
+def decide(sig: Signals, top_probability: float, thresholds: Thresholds) -> Decision:
+    """ACCEPT when every threshold set holds, ABSTAIN when one fails, NONE without thresholds."""
+    if not thresholds.any():
+        return Decision.NONE
+    holds = (
+        top_probability >= thresholds.min_top_probability
+        and sig.margin >= thresholds.min_margin
+        and sig.label_mass >= thresholds.min_label_mass
+    )
+    return Decision.ACCEPT if holds else Decision.ABSTAIN
+
+
+def log_normalize(scores: Sequence[float]) -> list[float]:
+    """Log of the softmax: scores as log-probabilities over the labels."""
+    total = logsumexp(scores)
+    return [s - total for s in scores]
+
+
+def contextual_calibrated(
+    scores: Sequence[float], content_free: Sequence[Sequence[float]]
+) -> list[float]:
+    """Calibrate Before Use (Zhao et al. 2021): divide out the mean content-free label distribution.
+
+    ``content_free`` holds the label scores of each content-free input; their
+    normalized distributions are averaged, and the text's distribution is
+    divided by it (a subtraction in log space), which cancels the prior bias.
+    """
+    n = len(scores)
+    mean_prior = [0.0] * n
+    for row in content_free:
+        for i, p in enumerate(softmax(row)):
+            mean_prior[i] += p / len(content_free)
+    log_prior = [math.log(max(p, 1e-12)) for p in mean_prior]
+    return [s - lp for s, lp in zip(log_normalize(scores), log_prior, strict=True)]
+
+
+def pmi_calibrated(scores: Sequence[float], premise_scores: Sequence[float]) -> list[float]:
+    """Domain-conditional PMI (Holtzman et al. 2021): log P(label|text) - log P(label|premise)."""
+    return [s - p for s, p in zip(scores, premise_scores, strict=True)]
+
+
+def batch_calibrated(batch_scores: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Batch Calibration (Zhou et al. 2023): divide out the batch's mean label distribution.
+
+    The mean of P(label | text) over the batch estimates the contextual prior;
+    each text's distribution is divided by it (a subtraction in log space).
+    """
+    mean_prior = [0.0] * len(batch_scores[0])
+    for row in batch_scores:
+        for i, p in enumerate(softmax(row)):
+            mean_prior[i] += p / len(batch_scores)
+    log_prior = [math.log(max(p, 1e-12)) for p in mean_prior]
+    return [
+        [s - lp for s, lp in zip(log_normalize(row), log_prior, strict=True)]
+        for row in batch_scores
+    ]
