@@ -95,10 +95,14 @@ def load_templates(path: Path | None) -> dict[str, Template]:
     for name, table in data.items():
         if not isinstance(table, dict):
             raise ValueError(f"{path}: [{name}] must be a table")
+        table = dict(table)
+        base_name = table.pop("extends", DEFAULT_TEMPLATE)
         unknown = set(table) - known
         if unknown:
             raise ValueError(f"{path}: [{name}] has unknown keys {sorted(unknown)}")
-        base = templates.get(table.get("extends", ""), CHAT_TEMPLATE)
+        if base_name not in templates:
+            raise ValueError(f"{path}: [{name}] extends unknown template {base_name!r}")
+        base = templates[base_name]
         merged = {f.name: getattr(base, f.name) for f in fields(Template)} | table | {"name": name}
         templates[name] = Template(**merged)
     return templates

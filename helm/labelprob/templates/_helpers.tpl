@@ -141,6 +141,8 @@ exec:
     - {{ .Values.probes.healthProbeBinary }}
     - -addr=127.0.0.1:{{ int64 .Values.server.port }}
     - -service={{ .Values.probes.service }}
+    - -connect-timeout=3s
+    - -rpc-timeout=3s
     - -tls
     - -tls-no-verify
     {{- if .Values.tls.clientAuth }}
@@ -224,12 +226,14 @@ writable locations vLLM, Hugging Face and torch need under a read-only root file
   value: {{ include "labelprob.tensorParallelSize" . | quote }}
 {{- else }}
 - name: LABELPROB_KV_CACHE_GIB
-  value: {{ .Values.engine.kvCacheGiB | toString | quote }}
-- name: VLLM_CPU_KVCACHE_SPACE
-  value: {{ .Values.engine.kvCacheGiB | toString | quote }}
+  value: {{ int64 .Values.engine.kvCacheGiB | quote }}
 {{- with .Values.engine.cpu.ompThreadsBind }}
 - name: VLLM_CPU_OMP_THREADS_BIND
   value: {{ . | quote }}
+{{- end }}
+{{- if eq .Values.engine.cpu.ompThreadsBind "nobind" }}
+- name: OMP_NUM_THREADS
+  value: {{ include "labelprob.ompNumThreads" . | quote }}
 {{- end }}
 {{- if not (kindIs "invalid" .Values.engine.cpu.reservedCpus) }}
 - name: VLLM_CPU_NUM_OF_RESERVED_CPU
@@ -359,5 +363,25 @@ Topology spread: a constraint without labelSelector spreads this release's pods.
 {{- end }}
 {{- if $out }}
 {{- toYaml $out }}
+{{- end }}
+{{- end }}
+
+{{/*
+OpenMP threads for unpinned CPU engines: as many as the CPU the pod may use (limit, else
+request), so the engine neither oversubscribes a shared node nor idles its share.
+*/}}
+{{- define "labelprob.ompNumThreads" -}}
+{{- if not (kindIs "invalid" .Values.engine.cpu.ompNumThreads) }}
+{{- int64 .Values.engine.cpu.ompNumThreads }}
+{{- else }}
+{{- $res := .Values.resources | default dict }}
+{{- $cpu := (get ($res.limits | default dict) "cpu") | default (get ($res.requests | default dict) "cpu") | default 1 | toString }}
+{{- $cores := 0.0 }}
+{{- if hasSuffix "m" $cpu }}
+{{- $cores = divf (trimSuffix "m" $cpu | float64) 1000 }}
+{{- else }}
+{{- $cores = float64 $cpu }}
+{{- end }}
+{{- max 1 (int64 (ceil $cores)) }}
 {{- end }}
 {{- end }}

@@ -1,0 +1,95 @@
+"""The correctness oracle: the service's log-probs equal a direct transformers forward pass.
+
+Same prompt tokens and label tokens as the server uses; the expected value is
+``log_softmax`` at the answer position, chained over each label's tokens.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from labelprob.client import ClassifyParams, Client
+from labelprob.server.prompts import PLAIN_TEMPLATE, LabelSpec, render_prompt_parts
+from labelprob.v1 import classifier_pb2 as pb
+from tests import oracle
+
+pytestmark = pytest.mark.engine
+
+TOLERANCE = 1e-3
+# Multi-token labels that share first tokens, and one that is a prefix of another.
+LABELS = [
+    "alarm_set",
+    "alarm_query",
+    "alarm_remove",
+    "calendar_set",
+    "calendar_query",
+    "play_music",
+]
+TEXTS = [
+    "Set an alarm for seven in the morning.",
+    "Remove the meeting from my calendar on Friday.",
+    "Play some jazz music in the kitchen.",
+]
+
+
+@pytest.fixture
+def reference(tiny_reference: tuple[object, object]) -> tuple[object, object]:
+    return tiny_reference
+
+
+def expected_label_logprobs(tokenizer, model, text: str) -> dict[str, list[tuple[int, float]]]:
+    """Per-token (id, logprob) of each label after the plain-template prompt, by transformers."""
+    parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(n) for n in LABELS], [], None)
+    prompt = oracle.prompt_ids(tokenizer, parts, text)
+    out = {}
+    for name in LABELS:
+        ids = oracle.label_ids(tokenizer, parts, name)
+        out[name] = list(zip(ids, oracle.label_logprobs(model, prompt, ids), strict=True))
+    return out
+
+
+def classify(client: Client, text: str, mode: int) -> pb.Classification:
+    params = ClassifyParams(
+        labels=LABELS,
+        options=pb.ScoringOptions(mode=mode, template="plain", calibration=pb.CALIBRATION_NONE),
+    )
+    return client.classify(text, params)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_full_mode_matches_transformers(tiny_client: Client, reference, text: str) -> None:
+    tokenizer, model = reference
+    expected = expected_label_logprobs(tokenizer, model, text)
+    result = classify(tiny_client, text, pb.SCORING_MODE_FULL)
+    assert result.mode == pb.SCORING_MODE_FULL
+    assert any(len(ids) > 1 for ids in expected.values()), "labels must be multi-token"
+    for label in result.labels:
+        want = expected[label.name]
+        assert [t.token_id for t in label.tokens] == [t for t, _ in want]
+        for got, (_, lp) in zip(label.tokens, want, strict=True):
+            assert got.logprob == pytest.approx(lp, abs=TOLERANCE)
+        assert label.logprob == pytest.approx(sum(lp for _, lp in want), abs=TOLERANCE)
+    assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_first_token_mode_matches_transformers(tiny_client: Client, reference, text: str) -> None:
+    tokenizer, model = reference
+    expected = expected_label_logprobs(tokenizer, model, text)
+    result = classify(tiny_client, text, pb.SCORING_MODE_FIRST_TOKEN)
+    assert result.mode == pb.SCORING_MODE_FIRST_TOKEN
+    for label in result.labels:
+        first_id, first_lp = expected[label.name][0]
+        assert [t.token_id for t in label.tokens] == [first_id]
+        assert label.logprob == pytest.approx(first_lp, abs=TOLERANCE)
+
+
+def test_shared_first_tokens_make_auto_read_full(tiny_client: Client, reference) -> None:
+    tokenizer, model = reference
+    expected = expected_label_logprobs(tokenizer, model, TEXTS[0])
+    first_tokens = [ids[0][0] for ids in expected.values()]
+    assert len(set(first_tokens)) < len(first_tokens), "labels must share a first token"
+    result = classify(tiny_client, TEXTS[0], pb.SCORING_MODE_AUTO)
+    assert result.mode == pb.SCORING_MODE_FULL
+    # FULL reads every internal node of the label trie: more than one read.
+    assert result.usage.engine_reads > 1
