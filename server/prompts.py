@@ -43,17 +43,22 @@ class Template:
     name: str
     # "chat": the model's chat template (falls back to "plain" for models without one).
     style: str = "chat"
-    system: str = ""
+    # A system message (chat style); empty keeps the model's own default.
+    system: str = (
+        "You are a text classifier. You reply with exactly one label from the given list "
+        "and nothing else."
+    )
     # Everything before the text; shared by all texts of a task.
     task: str = "{instruction}\n\nLabels:\n{labels}\n\n{examples}"
     text: str = "Text: {text}"
     # After the text: restates the question next to where the answer starts.
     question: str = "\n\nAnswer with the label only."
-    # Opens the answer; the label follows it directly. Chat models answer in the
-    # assistant turn; plain prompts need an explicit cue.
-    answer_prefix: str = ""
+    # Opens the answer; the label follows it. In the assistant turn too: an explicit
+    # "Label:" cue makes chat models put their probability on the labels instead of
+    # on a sentence opener ("The", "This"), which raises label mass several-fold.
+    answer_prefix: str = "Label:"
     # Put between the answer prefix and the label's own text.
-    label_lead: str = ""
+    label_lead: str = " "
     label_line: str = "- {name}"
     label_line_described: str = "- {name}: {description}"
     examples_header: str = "Examples:\n"
@@ -63,6 +68,7 @@ class Template:
 PLAIN_TEMPLATE = Template(
     name="plain",
     style="plain",
+    system="",
     task="{instruction}\n\nLabels:\n{labels}\n\n{examples}",
     text="Text: {text}",
     question="\n",

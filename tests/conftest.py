@@ -26,6 +26,7 @@ from tests.tiny_model import build_tiny_model
 SERVER_START_TIMEOUT_S = 900
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+TEST_TEMPLATES = Path(__file__).resolve().parent / "data" / "templates.toml"
 
 
 def free_port() -> int:
@@ -114,7 +115,10 @@ def servers(
 ) -> Iterator[dict[str, ServerProcess]]:
     """Starts both servers at once so their engine starts overlap."""
     logs = tmp_path_factory.mktemp("server-logs")
-    common = ["--enforce-eager", "--kv-cache-gib", "1", "--max-inflight-reads", "2048"]
+    common = [
+        "--enforce-eager", "--kv-cache-gib", "1", "--max-inflight-reads", "2048",
+        "--templates-file", str(TEST_TEMPLATES),
+    ]  # fmt: skip
     pool = {
         "tiny": ServerProcess(
             "tiny",

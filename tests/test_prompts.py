@@ -41,10 +41,12 @@ def test_shared_parts_come_before_the_text() -> None:
 def test_chat_template_opens_the_assistant_turn() -> None:
     examples = [ExampleSpec("I loved it", "positive")]
     parts = render_prompt_parts(CHAT_TEMPLATE, "", LABELS, examples, fake_chat)
-    assert parts.prefix.startswith("<|user|>Classify the text")
+    assert parts.prefix.startswith("<|system|>You are a text classifier.")
+    assert "<|user|>Classify the text" in parts.prefix
     assert "Text: I loved it\nLabel: positive" in parts.prefix
-    assert parts.suffix.endswith("<|end|><|assistant|>")
-    assert parts.label_lead == ""
+    # The assistant turn is opened with the answer cue; labels follow after a space.
+    assert parts.suffix.endswith("<|end|><|assistant|>Label:")
+    assert parts.label_lead == " "
     assert not parts.add_special_tokens
 
 

@@ -13,13 +13,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from labelprob.client import ClassifyParams, Client
-from labelprob.server.prompts import CHAT_TEMPLATE, LabelSpec, render_prompt_parts
+from labelprob.server.prompts import LabelSpec, load_templates, render_prompt_parts
 from labelprob.v1 import classifier_pb2 as pb
 from tests import oracle
+from tests.conftest import TEST_TEMPLATES
 
 pytestmark = pytest.mark.engine
 
 LABELS = ["positive", "negative", "neutral"]
+BARE = load_templates(TEST_TEMPLATES)["bare"]
 PLAIN = pb.ScoringOptions(template="plain", calibration=pb.CALIBRATION_NONE)
 
 
@@ -40,7 +42,8 @@ def test_model_info(tiny_client: Client, tiny_model_dir: Path) -> None:
     assert info.model == str(tiny_model_dir)
     assert info.max_context_tokens == 1024
     assert info.chat_template is False
-    assert {"chat", "plain"} <= set(info.templates)
+    assert {"chat", "plain", "bare"} <= set(info.templates)
+    assert info.default_calibration == pb.CALIBRATION_CONTEXTUAL
     assert info.vocab_size > 0
     assert info.server_version and info.engine_version
 
@@ -86,12 +89,12 @@ def test_prefix_cache_serves_the_shared_prompt(tiny_client: Client) -> None:
 
 
 def distinct_first_token_labels(tokenizer, count: int) -> list[str]:
-    """Label names whose first tokens (in context, after the default template) all differ.
+    """Label names whose first tokens (in context, after the "bare" template) all differ.
 
-    The default template puts no space before the label, so single characters and
-    learned word pieces all start with different tokens.
+    That template puts no space before the label, so single characters and learned
+    word pieces all start with different tokens.
     """
-    parts = render_prompt_parts(CHAT_TEMPLATE, "", [LabelSpec("x")], [], None)
+    parts = render_prompt_parts(BARE, "", [LabelSpec("x")], [], None)
     names: list[str] = []
     firsts: set[int] = set()
     for token_id in range(len(tokenizer)):
@@ -114,7 +117,7 @@ def test_more_than_128_labels_are_split_across_reads(tiny_client: Client, tiny_r
     params = ClassifyParams(
         labels,
         options=pb.ScoringOptions(
-            mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
+            template="bare", mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
         ),
     )
     result = tiny_client.classify(text, params)
@@ -122,7 +125,7 @@ def test_more_than_128_labels_are_split_across_reads(tiny_client: Client, tiny_r
     assert result.usage.engine_reads == 2  # 128 + 22 candidates
     assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
     # Every label, in either read, has the log-prob transformers gives for the same prompt.
-    parts = render_prompt_parts(CHAT_TEMPLATE, "", [LabelSpec(n) for n in labels], [], None)
+    parts = render_prompt_parts(BARE, "", [LabelSpec(n) for n in labels], [], None)
     prompt = oracle.prompt_ids(tokenizer, parts, text)
     for lb in result.labels:
         first = oracle.label_ids(tokenizer, parts, lb.name)[:1]
