@@ -71,6 +71,21 @@ class Running:
         m.ENGINE_UP.set(1 if serving else 0)
 
 
+def configure_tracing(endpoint: str) -> None:
+    """Exports one span per RPC to an OpenTelemetry collector; without it spans are no-ops."""
+    if not endpoint:
+        return
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "labelprob"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    trace.set_tracer_provider(provider)
+
+
 def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
     if settings.tls_cert is None:
         return None
@@ -88,10 +103,12 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
 
 async def start_server(settings: ServerSettings, model_name: str) -> Running:
     """Starts gRPC with health (NOT_SERVING), reflection and an unready classifier service."""
+    # The transport takes up to twice the request limit, so that a message over the
+    # limit reaches validation and gets INVALID_ARGUMENT naming it, not a bare error.
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.max_receive_message_length", 2 * settings.max_message_bytes),
+            ("grpc.max_send_message_length", 2 * settings.max_message_bytes),
         ]
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -137,6 +154,7 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
         max_inflight_reads=settings.max_inflight_reads,
     )
     m.INFLIGHT_READS.set_function(lambda: classifier.inflight_reads)
+    m.ENGINE_REQUESTS.set_function(engine.num_unfinished_requests)
     await warm_up(classifier)
     running.service.classifier = classifier
     running.set_serving(True)
@@ -151,6 +169,7 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
 
 async def serve(settings: ServerSettings) -> int:
     """Runs the server until SIGTERM/SIGINT (exit 0) or engine death (exit non-zero)."""
+    configure_tracing(settings.otlp_endpoint)
     if settings.metrics_port:
         start_http_server(settings.metrics_port)
     running = await start_server(settings, settings.engine.model or EMBEDDED_MODEL_NAME)
@@ -161,6 +180,7 @@ async def serve(settings: ServerSettings) -> int:
 
     def on_engine_death() -> None:
         running.exit_code = EXIT_ENGINE_DIED
+        running.service.unavailable_reason = "the engine process died; the server is restarting"
         running.set_serving(False)
         stop.set()
 
@@ -184,8 +204,9 @@ async def shutdown(running: Running, grace_s: float) -> None:
     """NOT_SERVING first (balancers stop sending), drain in-flight RPCs, then stop the engine."""
     running.set_serving(False)
     running.health.enter_graceful_shutdown()
-    log.info("draining", grace_seconds=grace_s)
-    await running.server.stop(grace_s)
+    log.info("draining", grace_seconds=grace_s, exit_code=running.exit_code)
+    # In-flight RPCs finish; new ones are refused by the transport (UNAVAILABLE).
+    await running.server.stop(grace_s if running.exit_code == 0 else 0)
     if running.engine is not None:
         running.engine.shutdown()
     log.info("stopped", exit_code=running.exit_code)

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from labelprob.server import labels as label_plan
@@ -25,6 +25,8 @@ from labelprob.server.prompts import (
     LabelSpec,
     PromptParts,
     Template,
+    multi_label_phrase,
+    render_multi_label_parts,
     render_prompt_parts,
 )
 from labelprob.server.scoring import Calibration, Decision, LengthNorm, Thresholds
@@ -46,6 +48,9 @@ class ReadEngine(Protocol):
         top_k: int = 0,
         cache_salt: str | None = None,
     ) -> ReadResult: ...
+    async def score_prompt(
+        self, token_ids: Sequence[int], start: int, top_k: int, cache_salt: str | None = None
+    ) -> tuple[list[dict[int, float]], int]: ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,11 @@ class Options:
     content_free_inputs: tuple[str, ...] = ()
     domain_premise: str = ""
     cache_salt: str | None = None
+    multi_label: bool = False
+    multi_label_threshold: float = 0.5
+
+    def with_salt(self, salt: str | None) -> Options:
+        return replace(self, cache_salt=salt)
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,26 @@ class Classification:
     mode: Mode
     calibration: Calibration
     truncated: bool
+    selected_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ScoredCompletion:
+    tokens: tuple[TokenScore, ...]
+    alternatives: tuple[tuple[TokenScore, ...], ...]
+    sum_logprob: float
+    mean_logprob: float
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class PreparedMultiLabel:
+    """A multi-label task: shared head, per-label question tokens, yes/no answer tokens."""
+
+    head_ids: tuple[int, ...]
+    label_tails: tuple[tuple[int, ...], ...]
+    yes_ids: tuple[int, ...]
+    no_ids: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -162,6 +192,7 @@ class Classifier:
         self.inflight_reads = 0
         self._chat = engine.chat_renderer()
         self.prepare = functools.lru_cache(maxsize=512)(self._prepare)
+        self.prepare_multi_label = functools.lru_cache(maxsize=512)(self._prepare_multi_label)
         self._calibration_cache: dict[tuple, asyncio.Future[list[float]]] = {}
 
     # -- preparation (cached per task) -------------------------------------------
@@ -191,6 +222,25 @@ class Classifier:
         if len(set(label_ids)) != len(label_ids):
             raise InvalidArgument("labels", "two labels tokenize to the same tokens")
         return PreparedTask(parts, prefix_ids, suffix_ids, tuple(label_ids))
+
+    def _prepare_multi_label(self, task: Task) -> PreparedMultiLabel:
+        template = self.template_for(task.template)
+        parts = render_multi_label_parts(template, task.instruction, self._chat)
+        encode = self.engine.encode
+        tails = tuple(
+            tuple(encode(parts.middle + multi_label_phrase(template, label) + parts.tail))
+            for label in task.labels
+        )
+
+        def answer_ids(answers: Sequence[str]) -> tuple[int, ...]:
+            firsts = {label_plan.continuation_ids(encode, parts.tail, a)[0] for a in answers}
+            return tuple(sorted(firsts))
+
+        yes_ids, no_ids = answer_ids(template.yes_answers), answer_ids(template.no_answers)
+        if set(yes_ids) & set(no_ids):
+            raise InvalidArgument("options.template", "yes and no answers share a first token")
+        head = tuple(encode(parts.head, parts.add_special_tokens))
+        return PreparedMultiLabel(head, tails, yes_ids, no_ids)
 
     def prompt_ids(
         self, prepared: PreparedTask, text: str, truncate: bool
@@ -308,12 +358,183 @@ class Classifier:
         key = ("pmi", premise_task, mode, options.length_norm, options.cache_salt)
         return await self._cached_scores(key, lambda: self._text_scores(premise, "", options, mode))
 
+    # -- multi-label -------------------------------------------------------------
+
+    async def _yes_no_logits(
+        self, prepared: PreparedMultiLabel, text: str, options: Options
+    ) -> tuple[list[float], list[tuple[float, float]], Usage, bool]:
+        """One yes/no read per label; the first fills the prefix cache with the text."""
+        truncate = self.default_truncate if options.truncate is None else options.truncate
+        text_ids = self.engine.encode(text)
+        budget = (
+            self.engine.max_model_len
+            - len(prepared.head_ids)
+            - max(len(t) for t in prepared.label_tails)
+            - 1
+        )
+        truncated = len(text_ids) > budget
+        if truncated and not truncate:
+            raise InvalidArgument("text", f"text is {len(text_ids)} tokens; at most {budget} fit")
+        text_ids = text_ids[: max(budget, 0)]
+        shared = [*prepared.head_ids, *text_ids]
+        candidates = [*prepared.yes_ids, *prepared.no_ids]
+        usage = Usage()
+
+        async def read(tail: tuple[int, ...]) -> ReadResult:
+            result = await self.engine.read(
+                [*shared, *tail], candidates, cache_salt=options.cache_salt
+            )
+            usage.add(Usage(result.prompt_tokens, result.cached_tokens, 1))
+            return result
+
+        n = len(prepared.label_tails)
+        self._admit(n)
+        try:
+            first = await read(prepared.label_tails[0])
+            rest = await asyncio.gather(*(read(t) for t in prepared.label_tails[1:]))
+        finally:
+            self.inflight_reads -= n
+        logits, masses = [], []
+        for result in [first, *rest]:
+            yes = [result.logprobs[t] for t in prepared.yes_ids]
+            no = [result.logprobs[t] for t in prepared.no_ids]
+            logits.append(scoring.yes_no_logit(yes, no))
+            masses.append((scoring.logsumexp(yes), scoring.logsumexp(no)))
+        return logits, masses, usage, truncated
+
+    async def classify_multi_label(
+        self, task: Task, texts: Sequence[str], options: Options
+    ) -> list[Classification]:
+        """An independent probability per label: P(yes) / (P(yes) + P(no)) for each."""
+        prepared = self.prepare_multi_label(task)
+        calibration = options.calibration or self.default_calibration
+        if calibration not in (Calibration.NONE, Calibration.CONTEXTUAL):
+            raise InvalidArgument(
+                "options.calibration", "multi-label supports NONE and CONTEXTUAL calibration"
+            )
+        runs = await asyncio.gather(*(self._yes_no_logits(prepared, t, options) for t in texts))
+        cf_rows: list[list[float]] = []
+        if calibration is Calibration.CONTEXTUAL:
+            for text in options.content_free_inputs or DEFAULT_CONTENT_FREE_INPUTS:
+                key = ("cf-multi", task, text, options.cache_salt)
+
+                async def compute(t: str = text) -> list[float]:
+                    return (await self._yes_no_logits(prepared, t or " ", options))[0]
+
+                cf_rows.append(await self._cached_scores(key, compute))
+        return [
+            self._multi_label_result(task, prepared, run, cf_rows, calibration, options)
+            for run in runs
+        ]
+
+    def _multi_label_result(
+        self,
+        task: Task,
+        prepared: PreparedMultiLabel,
+        run: tuple[list[float], list[tuple[float, float]], Usage, bool],
+        cf_rows: list[list[float]],
+        calibration: Calibration,
+        options: Options,
+    ) -> Classification:
+        logits, masses, usage, truncated = run
+        calibrated = (
+            scoring.contextual_calibrated_logits(logits, cf_rows) if cf_rows else list(logits)
+        )
+        probabilities = [scoring.sigmoid(x) for x in calibrated]
+        yes_token = self.engine.decode_token(prepared.yes_ids[0])
+        labels = tuple(
+            LabelResult(
+                name=label.name,
+                probability=probabilities[i],
+                logprob=masses[i][0],
+                tokens=(TokenScore(prepared.yes_ids[0], yes_token, masses[i][0]),),
+                uncalibrated_probability=scoring.sigmoid(logits[i]),
+                score=calibrated[i],
+            )
+            for i, label in enumerate(task.labels)
+        )
+        top = max(range(len(labels)), key=probabilities.__getitem__)
+        mass = math.fsum(math.exp(y) + math.exp(n) for y, n in masses) / len(masses)
+        sig = scoring.Signals(
+            top_index=top,
+            entropy=math.fsum(scoring.binary_entropy(p) for p in probabilities) / len(labels),
+            margin=scoring.margin(probabilities),
+            label_mass=min(1.0, mass),
+        )
+        return Classification(
+            top_label=labels[top].name,
+            labels=labels,
+            label_mass=sig.label_mass,
+            entropy=sig.entropy,
+            margin=sig.margin,
+            top_alternatives=(),
+            decision=scoring.decide(sig, probabilities[top], options.thresholds),
+            usage=usage,
+            mode=Mode.FIRST_TOKEN,
+            calibration=calibration,
+            truncated=truncated,
+            selected_labels=tuple(
+                lb.name for lb in labels if lb.probability >= options.multi_label_threshold
+            ),
+        )
+
+    # -- completion scoring (evals) ----------------------------------------------
+
+    async def score_completion(
+        self,
+        prompt: str,
+        messages: Sequence[dict[str, str]],
+        completion: str,
+        top_k: int,
+        cache_salt: str | None = None,
+    ) -> ScoredCompletion:
+        """Per-token log-probabilities of ``completion`` after a prompt, in one forward pass."""
+        if messages:
+            if self._chat is None:
+                raise InvalidArgument("messages", "the model has no chat template; send prompt")
+            prompt = self._chat(list(messages))
+        encode = self.engine.encode
+        prompt_ids = encode(prompt, not messages)
+        completion_ids = label_plan.continuation_ids(encode, prompt, completion)
+        if not completion_ids:
+            raise InvalidArgument("completion", "completion tokenizes to no tokens")
+        total = len(prompt_ids) + len(completion_ids)
+        if total > self.engine.max_model_len:
+            raise InvalidArgument(
+                "completion",
+                f"prompt + completion are {total} tokens; context holds "
+                f"{self.engine.max_model_len}",
+            )
+        self._admit(1)
+        try:
+            rows, cached = await self.engine.score_prompt(
+                [*prompt_ids, *completion_ids], len(prompt_ids), top_k, cache_salt
+            )
+        finally:
+            self.inflight_reads -= 1
+        decode = self.engine.decode_token
+        tokens, alternatives = [], []
+        for token_id, row in zip(completion_ids, rows, strict=True):
+            tokens.append(TokenScore(token_id, decode(token_id), row[token_id]))
+            ranked = sorted(row.items(), key=lambda item: item[1], reverse=True)[:top_k]
+            alternatives.append(tuple(TokenScore(t, decode(t), lp) for t, lp in ranked))
+        logprobs = [t.logprob for t in tokens]
+        return ScoredCompletion(
+            tokens=tuple(tokens),
+            alternatives=tuple(alternatives),
+            sum_logprob=scoring.sequence_logprob(logprobs),
+            mean_logprob=scoring.sequence_logprob(logprobs) / len(logprobs),
+            usage=Usage(total, cached, 1),
+        )
+
     # -- requests ----------------------------------------------------------------
 
     async def classify(
         self, task: Task, texts: Sequence[str], options: Options
     ) -> list[Classification]:
         """Classifies texts against one task; results keep the order of ``texts``."""
+        if options.multi_label:
+            return await self.classify_multi_label(task, texts, options)
         prepared = self.prepare(task)
         calibration = options.calibration or self.default_calibration
         if calibration is Calibration.BATCH and len(texts) < 2:
@@ -402,6 +623,4 @@ class Classifier:
 
 
 def _with(options: Options, **changes: object) -> Options:
-    from dataclasses import replace
-
     return replace(options, **changes)

@@ -49,6 +49,10 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # set: clients must present a certificate (mTLS)
+    # Metadata key naming the caller's tenant; each tenant gets its own prefix-cache salt.
+    tenant_header: str = ""
+    cache_salt_secret: str = ""
+    otlp_endpoint: str = ""  # set: export a trace span per RPC over OTLP/gRPC
     engine: EngineSettings = field(default_factory=EngineSettings)
 
 
@@ -120,6 +124,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     opt("--tls-cert", Path, None, "server certificate (PEM); enables TLS")
     opt("--tls-key", Path, None, "server private key (PEM)")
     opt("--tls-client-ca", Path, None, "CA bundle for client certificates; enables mutual TLS")
+    opt("--tenant-header", str, d.tenant_header, "metadata key of the tenant id (cache isolation)")
+    opt("--cache-salt-secret", str, d.cache_salt_secret, "secret mixed into tenant cache salts")
+    opt("--otlp-endpoint", str, d.otlp_endpoint, "OpenTelemetry collector (OTLP/gRPC) for traces")
     del s
 
 
@@ -156,5 +163,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        tenant_header=args.tenant_header,
+        cache_salt_secret=args.cache_salt_secret,
+        otlp_endpoint=args.otlp_endpoint,
         engine=engine,
     )

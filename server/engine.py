@@ -171,6 +171,35 @@ class Engine:
             cached_tokens=final.num_cached_tokens or 0,
         )
 
+    async def score_prompt(
+        self,
+        token_ids: Sequence[int],
+        start: int,
+        top_k: int,
+        cache_salt: str | None = None,
+    ) -> tuple[list[dict[int, float]], int]:
+        """Log-probs of each token from ``start`` on given the tokens before it, plus the top k.
+
+        One forward pass with ``prompt_logprobs``. vLLM skips reading the prefix
+        cache for such requests (cached positions would have no logprobs).
+        """
+        self.ensure_running()
+        params = self._sampling_params(
+            max_tokens=1, temperature=0.0, prompt_logprobs=max(top_k, 0), detokenize=False
+        )
+        engine_input = self._tokens_input(list(token_ids), cache_salt=cache_salt)
+        request_id = f"lp-{next(self._ids)}"
+        final = None
+        async for output in self._llm.generate(engine_input, params, request_id):  # type: ignore[attr-defined]
+            final = output
+        if final is None or final.prompt_logprobs is None:
+            raise RuntimeError(f"engine returned no prompt logprobs for request {request_id}")
+        rows = [
+            {tid: lp.logprob for tid, lp in (position or {}).items()}
+            for position in final.prompt_logprobs[start:]
+        ]
+        return rows, final.num_cached_tokens or 0
+
     # -- lifecycle -----------------------------------------------------------------
 
     @property

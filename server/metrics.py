@@ -30,6 +30,9 @@ PROMPT_TOKENS = Counter(
 )
 ENGINE_READS = Counter("labelprob_engine_reads_total", "Engine reads (one-token forward passes)")
 INFLIGHT_READS = Gauge("labelprob_inflight_reads", "Engine reads admitted and not yet finished")
+ENGINE_REQUESTS = Gauge(
+    "labelprob_engine_requests", "Requests inside the vLLM engine (waiting or running)"
+)
 ENGINE_UP = Gauge("labelprob_engine_up", "1 while the engine is running and serving")
 
 

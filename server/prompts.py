@@ -15,8 +15,9 @@ from pathlib import Path
 
 from labelprob.server.errors import InvalidArgument
 
-# Marks where the text goes while a chat template renders; never appears in real input.
+# Mark where the text and a label go while a chat template renders; never in real input.
 TEXT_SENTINEL = "\u2063LABELPROB_TEXT\u2063"
+LABEL_SENTINEL = "\u2063LABELPROB_LABEL\u2063"
 
 DEFAULT_INSTRUCTION = "Classify the text into exactly one of the labels."
 
@@ -63,6 +64,13 @@ class Template:
     label_line_described: str = "- {name}: {description}"
     examples_header: str = "Examples:\n"
     example: str = "Text: {text}\nLabel: {label}\n\n"
+    # Multi-label: the text first (shared by every label's read), then one question a label.
+    multi_label_task: str = "{instruction}\n\nText: {text}\n\n"
+    multi_label_question: str = 'Does the label "{label}" apply to the text? Answer Yes or No.'
+    multi_label_described: str = "{name} ({description})"
+    multi_label_answer_prefix: str = "Answer:"
+    yes_answers: tuple[str, ...] = (" Yes", " yes")
+    no_answers: tuple[str, ...] = (" No", " no")
 
 
 PLAIN_TEMPLATE = Template(
@@ -169,6 +177,49 @@ def render_prompt_parts(
             "options.template", f"template {template.name!r} must show the text once"
         )
     return PromptParts(prefix, suffix, template.label_lead, add_special_tokens)
+
+
+DEFAULT_MULTI_LABEL_INSTRUCTION = "Decide whether a label applies to the text."
+
+
+@dataclass(frozen=True)
+class MultiLabelParts:
+    """``head + text + middle + label + tail``; yes/no answers continue ``tail``."""
+
+    head: str
+    middle: str
+    tail: str
+    add_special_tokens: bool
+
+
+def render_multi_label_parts(
+    template: Template, instruction: str, chat: ChatRenderer | None
+) -> MultiLabelParts:
+    """Renders the yes/no prompt around text and label sentinels and splits it."""
+    user = template.multi_label_task.format(
+        instruction=instruction or DEFAULT_MULTI_LABEL_INSTRUCTION, text=TEXT_SENTINEL
+    ) + template.multi_label_question.format(label=LABEL_SENTINEL)
+    if template.style == "chat" and chat is not None:
+        messages = [{"role": "system", "content": template.system}] if template.system else []
+        messages.append({"role": "user", "content": user})
+        rendered = chat(messages) + template.multi_label_answer_prefix
+        add_special_tokens = False
+    else:
+        rendered = user + "\n" + template.multi_label_answer_prefix
+        add_special_tokens = True
+    head, found_text, rest = rendered.partition(TEXT_SENTINEL)
+    middle, found_label, tail = rest.partition(LABEL_SENTINEL)
+    if not (found_text and found_label):
+        raise InvalidArgument(
+            "options.template", f"template {template.name!r} must show the text before the label"
+        )
+    return MultiLabelParts(head, middle, tail, add_special_tokens)
+
+
+def multi_label_phrase(template: Template, label: LabelSpec) -> str:
+    if label.description:
+        return template.multi_label_described.format(name=label.name, description=label.description)
+    return label.name
 
 
 def render_prompt(parts: PromptParts, text: str) -> str:

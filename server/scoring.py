@@ -156,3 +156,31 @@ def batch_calibrated(batch_scores: Sequence[Sequence[float]]) -> list[list[float
         [s - lp for s, lp in zip(log_normalize(row), log_prior, strict=True)]
         for row in batch_scores
     ]
+
+
+def sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def yes_no_logit(yes_logprobs: Sequence[float], no_logprobs: Sequence[float]) -> float:
+    """log P(yes) - log P(no), each summed over its surface forms ("Yes", "yes")."""
+    return logsumexp(yes_logprobs) - logsumexp(no_logprobs)
+
+
+def binary_entropy(p: float) -> float:
+    return entropy([p, 1.0 - p])
+
+
+def contextual_calibrated_logits(
+    logits: Sequence[float], content_free: Sequence[Sequence[float]]
+) -> list[float]:
+    """Calibrate Before Use for yes/no labels: divide out the mean content-free P(yes)."""
+    out = []
+    for i, logit in enumerate(logits):
+        prior = math.fsum(sigmoid(row[i]) for row in content_free) / len(content_free)
+        prior = min(max(prior, 1e-6), 1.0 - 1e-6)
+        out.append(logit - math.log(prior / (1.0 - prior)))
+    return out

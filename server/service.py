@@ -1,12 +1,12 @@
-"""The gRPC servicer: proto to domain objects, validation to status codes, domain to proto."""
+"""The gRPC servicer: proto to domain objects (validation.py), errors to rich statuses."""
 
 from __future__ import annotations
 
 import asyncio
-import math
+import hashlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -14,53 +14,42 @@ import structlog
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 from labelprob.server import __version__
 from labelprob.server import metrics as m
-from labelprob.server.classifier import Classification, Classifier, Options, Task, TokenScore
+from labelprob.server import validation as v
+from labelprob.server.classifier import (
+    Classification,
+    Classifier,
+    Options,
+    ScoredCompletion,
+    Task,
+    TokenScore,
+)
 from labelprob.server.config import ServerSettings
 from labelprob.server.errors import EngineUnavailable, InvalidArgument, Overloaded
 from labelprob.server.labels import Mode
-from labelprob.server.prompts import ExampleSpec, LabelSpec
-from labelprob.server.scoring import Calibration, Decision, LengthNorm, Thresholds
+from labelprob.server.scoring import Calibration, Decision
 from labelprob.v1 import classifier_pb2 as pb
 from labelprob.v1 import classifier_pb2_grpc as pb_grpc
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer("labelprob.server")
 
 ERROR_DOMAIN = "labelprob.v1"
-MAX_TOP_ALTERNATIVES = 20
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifierService"].full_name
+# Items of one ClassifyStream in flight at once; past it the server stops reading the
+# stream, and gRPC flow control pushes back on the caller.
+STREAM_WINDOW = 64
+CHAT_ROLES = {"system", "user", "assistant"}
 
-MODES = {
-    pb.SCORING_MODE_UNSPECIFIED: Mode.AUTO,
-    pb.SCORING_MODE_AUTO: Mode.AUTO,
-    pb.SCORING_MODE_FIRST_TOKEN: Mode.FIRST_TOKEN,
-    pb.SCORING_MODE_FULL: Mode.FULL,
-}
 MODES_OUT = {
     Mode.AUTO: pb.SCORING_MODE_AUTO,
     Mode.FIRST_TOKEN: pb.SCORING_MODE_FIRST_TOKEN,
     Mode.FULL: pb.SCORING_MODE_FULL,
 }
-NORMS = {
-    pb.LENGTH_NORMALIZATION_UNSPECIFIED: LengthNorm.SUM,
-    pb.LENGTH_NORMALIZATION_SUM: LengthNorm.SUM,
-    pb.LENGTH_NORMALIZATION_MEAN: LengthNorm.MEAN,
-}
-CALIBRATIONS = {
-    pb.CALIBRATION_UNSPECIFIED: None,
-    pb.CALIBRATION_NONE: Calibration.NONE,
-    pb.CALIBRATION_CONTEXTUAL: Calibration.CONTEXTUAL,
-    pb.CALIBRATION_DOMAIN_PMI: Calibration.DOMAIN_PMI,
-    pb.CALIBRATION_BATCH: Calibration.BATCH,
-}
-CALIBRATIONS_OUT = {v: k for k, v in CALIBRATIONS.items() if v is not None}
-TRUNCATION = {
-    pb.TRUNCATION_POLICY_UNSPECIFIED: None,
-    pb.TRUNCATION_POLICY_TRUNCATE: True,
-    pb.TRUNCATION_POLICY_REJECT: False,
-}
+CALIBRATIONS_OUT = {c: k for k, c in v.CALIBRATIONS.items() if c is not None}
 DECISIONS_OUT = {
     Decision.NONE: pb.DECISION_UNSPECIFIED,
     Decision.ACCEPT: pb.DECISION_ACCEPT,
@@ -68,84 +57,6 @@ DECISIONS_OUT = {
 }
 
 T = TypeVar("T")
-
-
-# -- proto -> domain, with validation -----------------------------------------------
-
-
-def _enum(value: int, table: dict, field: str) -> object:
-    if value not in table:
-        raise InvalidArgument(field, f"unknown enum value {value}")
-    return table[value]
-
-
-def _fraction(value: float, field: str) -> float:
-    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidArgument(field, f"must be in [0, 1], got {value}")
-    return value
-
-
-def task_from_proto(
-    labels: list[pb.Label],
-    instruction: str,
-    examples: list[pb.Example],
-    options: pb.ScoringOptions,
-    settings: ServerSettings,
-) -> Task:
-    if len(labels) < 2:
-        raise InvalidArgument("labels", f"at least two labels are needed, got {len(labels)}")
-    if len(labels) > settings.max_labels:
-        raise InvalidArgument("labels", f"at most {settings.max_labels} labels, got {len(labels)}")
-    seen: set[str] = set()
-    specs = []
-    for i, label in enumerate(labels):
-        if not label.name.strip():
-            raise InvalidArgument(f"labels[{i}].name", "label name is empty")
-        if label.name in seen:
-            raise InvalidArgument(f"labels[{i}].name", f"duplicate label {label.name!r}")
-        seen.add(label.name)
-        specs.append(LabelSpec(label.name, label.description))
-    example_specs = []
-    for i, ex in enumerate(examples):
-        if ex.label not in seen:
-            raise InvalidArgument(f"examples[{i}].label", f"{ex.label!r} is not one of the labels")
-        if not ex.text.strip():
-            raise InvalidArgument(f"examples[{i}].text", "example text is empty")
-        example_specs.append(ExampleSpec(ex.text, ex.label))
-    return Task(tuple(specs), instruction, tuple(example_specs), options.template)
-
-
-def options_from_proto(options: pb.ScoringOptions) -> Options:
-    top_k = options.top_alternatives
-    if not 0 <= top_k <= MAX_TOP_ALTERNATIVES:
-        raise InvalidArgument(
-            "options.top_alternatives", f"must be in [0, {MAX_TOP_ALTERNATIVES}], got {top_k}"
-        )
-    th = options.thresholds
-    return Options(
-        mode=_enum(options.mode, MODES, "options.mode"),
-        length_norm=_enum(options.length_normalization, NORMS, "options.length_normalization"),
-        calibration=_enum(options.calibration, CALIBRATIONS, "options.calibration"),
-        top_alternatives=top_k,
-        thresholds=Thresholds(
-            _fraction(th.min_top_probability, "options.thresholds.min_top_probability"),
-            _fraction(th.min_margin, "options.thresholds.min_margin"),
-            _fraction(th.min_label_mass, "options.thresholds.min_label_mass"),
-        ),
-        truncate=_enum(options.truncation, TRUNCATION, "options.truncation"),
-        content_free_inputs=tuple(options.content_free_inputs),
-        domain_premise=options.domain_premise,
-    )
-
-
-def check_text(text: str, field: str, settings: ServerSettings) -> str:
-    if not text.strip():
-        raise InvalidArgument(field, "text is empty")
-    if len(text) > settings.max_text_chars:
-        raise InvalidArgument(
-            field, f"text has {len(text)} characters; limit {settings.max_text_chars}"
-        )
-    return text
 
 
 # -- domain -> proto ------------------------------------------------------------------
@@ -182,6 +93,23 @@ def classification_to_proto(c: Classification) -> pb.Classification:
         mode=MODES_OUT[c.mode],
         calibration=CALIBRATIONS_OUT[c.calibration],
         truncated=c.truncated,
+        selected_labels=list(c.selected_labels),
+    )
+
+
+def completion_to_proto(s: ScoredCompletion) -> pb.ScoreCompletionResponse:
+    return pb.ScoreCompletionResponse(
+        tokens=[
+            pb.ScoredToken(token=_token(t), alternatives=[_token(a) for a in alts])
+            for t, alts in zip(s.tokens, s.alternatives, strict=True)
+        ],
+        sum_logprob=s.sum_logprob,
+        mean_logprob=s.mean_logprob,
+        usage=pb.Usage(
+            prompt_tokens=s.usage.prompt_tokens,
+            cached_prompt_tokens=s.usage.cached_tokens,
+            engine_reads=s.usage.reads,
+        ),
     )
 
 
@@ -200,16 +128,15 @@ def status_for(exc: Exception) -> status_pb2.Status:
         violation = error_details_pb2.BadRequest.FieldViolation(
             field=exc.field, description=exc.description
         )
+        info = error_details_pb2.ErrorInfo(
+            reason="INVALID_FIELD", domain=ERROR_DOMAIN, metadata={"field": exc.field}
+        )
         return status_pb2.Status(
             code=code_pb2.INVALID_ARGUMENT,
             message=str(exc),
             details=[
                 _packed(error_details_pb2.BadRequest(field_violations=[violation])),
-                _packed(
-                    error_details_pb2.ErrorInfo(
-                        reason="INVALID_FIELD", domain=ERROR_DOMAIN, metadata={"field": exc.field}
-                    )
-                ),
+                _packed(info),
             ],
         )
     if isinstance(exc, Overloaded):
@@ -224,18 +151,36 @@ def status_for(exc: Exception) -> status_pb2.Status:
             ],
         )
     if isinstance(exc, EngineUnavailable):
+        info = error_details_pb2.ErrorInfo(reason="ENGINE_UNAVAILABLE", domain=ERROR_DOMAIN)
         return status_pb2.Status(
-            code=code_pb2.UNAVAILABLE,
-            message=str(exc),
-            details=[
-                _packed(
-                    error_details_pb2.ErrorInfo(reason="ENGINE_UNAVAILABLE", domain=ERROR_DOMAIN)
-                )
-            ],
+            code=code_pb2.UNAVAILABLE, message=str(exc), details=[_packed(info)]
         )
     return status_pb2.Status(
         code=code_pb2.INTERNAL, message=f"internal error: {type(exc).__name__}"
     )
+
+
+def grpc_code(value: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def limits_from(settings: ServerSettings) -> v.Limits:
+    return v.Limits(
+        max_labels=settings.max_labels,
+        max_text_chars=settings.max_text_chars,
+        max_batch_texts=settings.max_batch_texts,
+        max_request_bytes=settings.max_message_bytes,
+    )
+
+
+def cache_salt(tenant: str | None, secret: str) -> str | None:
+    """A tenant's own prefix-cache namespace: requests of other tenants never hit its blocks."""
+    if not tenant:
+        return None
+    return hashlib.sha256(f"{secret}\0{tenant}".encode()).hexdigest()
 
 
 class ClassifierService(pb_grpc.ClassifierServiceServicer):
@@ -251,68 +196,91 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
         # None while the engine starts: RPCs answer UNAVAILABLE until the app sets it.
         self.classifier: Classifier | None = classifier
         self.settings = settings
+        self.limits = limits_from(settings)
         self.model_name = model_name
         self.engine_version = engine_version
+        # Set while draining or after the engine died: new RPCs fail fast.
+        self.unavailable_reason: str | None = None
 
     def _classifier(self) -> Classifier:
+        if self.unavailable_reason is not None:
+            raise EngineUnavailable(self.unavailable_reason)
         if self.classifier is None:
             raise EngineUnavailable("the model is loading")
         return self.classifier
 
+    def _salt(self, context: grpc.aio.ServicerContext) -> str | None:
+        header = self.settings.tenant_header
+        if not header:
+            return None
+        metadata = dict(context.invocation_metadata() or ())
+        return cache_salt(metadata.get(header), self.settings.cache_salt_secret)
+
     async def _handle(
         self, method: str, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]
     ) -> T:
-        """Runs an RPC body: metrics, logs, and errors turned into rich statuses."""
+        """Runs an RPC body: trace span, metrics, logs, and errors turned into rich statuses."""
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         metadata = dict(context.invocation_metadata() or ())
         structlog.contextvars.bind_contextvars(
             request_id=metadata.get("x-request-id") or uuid.uuid4().hex[:16], method=method
         )
-        try:
-            return await call()
-        except (InvalidArgument, Overloaded, EngineUnavailable) as exc:
-            status = status_for(exc)
-            code = _code(status.code)
-            log.info("request rejected", code=code.name, error=str(exc))
-            await context.abort_with_status(rpc_status.to_status(status))
-            raise  # unreachable: abort raises
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:
-            if context.code() is not None and context.code() != grpc.StatusCode.OK:
-                code = context.code()
+        with tracer.start_as_current_span(f"{SERVICE_NAME}/{method}") as span:
+            try:
+                return await call()
+            except (InvalidArgument, Overloaded, EngineUnavailable) as exc:
+                status = status_for(exc)
+                code = grpc_code(status.code)
+                log.info("request rejected", code=code.name, error=str(exc))
+                await context.abort_with_status(rpc_status.to_status(status))
+                raise  # unreachable: abort raises
+            except asyncio.CancelledError:
+                # Deadline or client cancel: the awaiting engine reads were aborted.
+                code = grpc.StatusCode.CANCELLED
                 raise
-            code = grpc.StatusCode.INTERNAL
-            log.exception("request failed")
-            await context.abort_with_status(rpc_status.to_status(status_for(exc)))
-            raise
-        finally:
-            elapsed = time.perf_counter() - start
-            m.observe_request(method, code.name, elapsed)
-            log.debug("request done", code=code.name, seconds=round(elapsed, 4))
-            structlog.contextvars.clear_contextvars()
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("request failed")
+                await context.abort_with_status(rpc_status.to_status(status_for(exc)))
+                raise
+            finally:
+                elapsed = time.perf_counter() - start
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                m.observe_request(method, code.name, elapsed)
+                log.info("request done", code=code.name, seconds=round(elapsed, 4))
+                structlog.contextvars.clear_contextvars()
+
+    def _task_and_options(
+        self, request: pb.ClassifyRequest | pb.ClassifyBatchRequest, salt: str | None
+    ) -> tuple[Task, Options]:
+        task = v.task_from_proto(
+            request.labels, request.instruction, request.examples, request.options, self.limits
+        )
+        options = v.options_from_proto(request.options, self.limits)
+        m.LABELS_PER_REQUEST.observe(len(task.labels))
+        return task, options.with_salt(salt)
+
+    async def _classify_one(
+        self, request: pb.ClassifyRequest, salt: str | None
+    ) -> pb.Classification:
+        v.check_size(request, self.limits)
+        text = v.check_text(request.text, "text", self.limits)
+        task, options = self._task_and_options(request, salt)
+        if options.calibration is Calibration.BATCH:
+            raise InvalidArgument("options.calibration", "BATCH needs ClassifyBatch")
+        if self.settings.log_text:
+            log.info("request text", text=text)
+        (result,) = await self._classifier().classify(task, [text], options)
+        m.observe_usage(result.usage)
+        return classification_to_proto(result)
 
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
         async def call() -> pb.ClassifyResponse:
-            text = check_text(request.text, "text", self.settings)
-            task = task_from_proto(
-                list(request.labels),
-                request.instruction,
-                list(request.examples),
-                request.options,
-                self.settings,
-            )
-            options = options_from_proto(request.options)
-            if options.calibration is Calibration.BATCH:
-                raise InvalidArgument("options.calibration", "BATCH needs ClassifyBatch")
-            m.LABELS_PER_REQUEST.observe(len(task.labels))
-            (result,) = await self._classifier().classify(task, [text], options)
-            m.observe_usage(result.usage)
-            return pb.ClassifyResponse(result=classification_to_proto(result))
+            result = await self._classify_one(request, self._salt(context))
+            return pb.ClassifyResponse(result=result)
 
         return await self._handle("Classify", context, call)
 
@@ -320,25 +288,11 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
         async def call() -> pb.ClassifyBatchResponse:
-            if not request.texts:
-                raise InvalidArgument("texts", "at least one text is needed")
-            if len(request.texts) > self.settings.max_batch_texts:
-                raise InvalidArgument(
-                    "texts",
-                    f"at most {self.settings.max_batch_texts} texts, got {len(request.texts)}",
-                )
-            texts = [
-                check_text(t, f"texts[{i}]", self.settings) for i, t in enumerate(request.texts)
-            ]
-            task = task_from_proto(
-                list(request.labels),
-                request.instruction,
-                list(request.examples),
-                request.options,
-                self.settings,
-            )
-            options = options_from_proto(request.options)
-            m.LABELS_PER_REQUEST.observe(len(task.labels))
+            v.check_size(request, self.limits)
+            texts = v.check_texts(request.texts, self.limits)
+            task, options = self._task_and_options(request, self._salt(context))
+            if self.settings.log_text:
+                log.info("request texts", texts=texts)
             results = await self._classifier().classify(task, texts, options)
             response = pb.ClassifyBatchResponse(
                 results=[classification_to_proto(r) for r in results]
@@ -352,6 +306,111 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
 
         return await self._handle("ClassifyBatch", context, call)
 
+    async def ClassifyStream(
+        self,
+        request_iterator: AsyncIterator[pb.ClassifyStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ClassifyStreamResponse]:
+        """Results in completion order, each tagged with its request's id; errors per item."""
+        salt = self._salt(context)
+        results: asyncio.Queue[pb.ClassifyStreamResponse | None] = asyncio.Queue()
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        in_flight: set[str] = set()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def run(item: pb.ClassifyStreamRequest) -> None:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                result = await self._classify_one(item.request, salt)
+                await results.put(pb.ClassifyStreamResponse(id=item.id, result=result))
+            except (InvalidArgument, Overloaded, EngineUnavailable) as exc:
+                status = status_for(exc)
+                code = grpc_code(status.code)
+                await results.put(
+                    pb.ClassifyStreamResponse(
+                        id=item.id, status_code=status.code, error_message=status.message
+                    )
+                )
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("stream item failed", item_id=item.id)
+                status = status_for(exc)
+                await results.put(
+                    pb.ClassifyStreamResponse(
+                        id=item.id, status_code=status.code, error_message=status.message
+                    )
+                )
+            finally:
+                in_flight.discard(item.id)
+                window.release()
+                m.observe_request("ClassifyStream.item", code.name, time.perf_counter() - start)
+
+        async def read_requests() -> None:
+            try:
+                async for item in request_iterator:
+                    await window.acquire()
+                    if not item.id or item.id in in_flight:
+                        window.release()
+                        reason = "id is empty" if not item.id else "id is already in flight"
+                        await results.put(
+                            pb.ClassifyStreamResponse(
+                                id=item.id,
+                                status_code=code_pb2.INVALID_ARGUMENT,
+                                error_message=f"id: {reason}",
+                            )
+                        )
+                        continue
+                    in_flight.add(item.id)
+                    task = asyncio.create_task(run(item))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*list(tasks))
+            finally:
+                await results.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (response := await results.get()) is not None:
+                yield response
+            await reader
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def ScoreCompletion(
+        self, request: pb.ScoreCompletionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScoreCompletionResponse:
+        async def call() -> pb.ScoreCompletionResponse:
+            v.check_size(request, self.limits)
+            if bool(request.prompt) == bool(request.messages):
+                raise InvalidArgument("prompt", "set exactly one of prompt and messages")
+            for i, msg in enumerate(request.messages):
+                if msg.role not in CHAT_ROLES:
+                    raise InvalidArgument(
+                        f"messages[{i}].role", f"must be one of {sorted(CHAT_ROLES)}"
+                    )
+            if not request.completion:
+                raise InvalidArgument("completion", "completion is empty")
+            if not 0 <= request.top_alternatives <= v.MAX_TOP_ALTERNATIVES:
+                raise InvalidArgument(
+                    "top_alternatives", f"must be in [0, {v.MAX_TOP_ALTERNATIVES}]"
+                )
+            messages = [{"role": x.role, "content": x.content} for x in request.messages]
+            scored = await self._classifier().score_completion(
+                request.prompt,
+                messages,
+                request.completion,
+                request.top_alternatives,
+                self._salt(context),
+            )
+            m.observe_usage(scored.usage)
+            return completion_to_proto(scored)
+
+        return await self._handle("ScoreCompletion", context, call)
+
     async def GetModelInfo(
         self, request: pb.GetModelInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelInfoResponse:
@@ -360,8 +419,8 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
             return pb.GetModelInfoResponse(
                 model=self.model_name,
                 max_context_tokens=c.engine.max_model_len,
-                max_labels=self.settings.max_labels,
-                max_batch_texts=self.settings.max_batch_texts,
+                max_labels=self.limits.max_labels,
+                max_batch_texts=self.limits.max_batch_texts,
                 server_version=__version__,
                 engine_version=self.engine_version,
                 chat_template=c.engine.chat_renderer() is not None,
@@ -371,10 +430,3 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
             )
 
         return await self._handle("GetModelInfo", context, call)
-
-
-def _code(value: int) -> grpc.StatusCode:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code
-    return grpc.StatusCode.UNKNOWN

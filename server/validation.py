@@ -1,0 +1,184 @@
+"""Request validation: proto messages to domain objects, or InvalidArgument naming the field.
+
+Every rule here is a limit a caller can read in the README or GetModelInfo; the
+service answers a failed rule with INVALID_ARGUMENT and a BadRequest detail.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labelprob.server.classifier import Options, Task
+from labelprob.server.errors import InvalidArgument
+from labelprob.server.labels import Mode
+from labelprob.server.prompts import ExampleSpec, LabelSpec
+from labelprob.server.scoring import Calibration, LengthNorm, Thresholds
+from labelprob.v1 import classifier_pb2 as pb
+
+MAX_TOP_ALTERNATIVES = 20
+
+MODES = {
+    pb.SCORING_MODE_UNSPECIFIED: Mode.AUTO,
+    pb.SCORING_MODE_AUTO: Mode.AUTO,
+    pb.SCORING_MODE_FIRST_TOKEN: Mode.FIRST_TOKEN,
+    pb.SCORING_MODE_FULL: Mode.FULL,
+}
+NORMS = {
+    pb.LENGTH_NORMALIZATION_UNSPECIFIED: LengthNorm.SUM,
+    pb.LENGTH_NORMALIZATION_SUM: LengthNorm.SUM,
+    pb.LENGTH_NORMALIZATION_MEAN: LengthNorm.MEAN,
+}
+CALIBRATIONS = {
+    pb.CALIBRATION_UNSPECIFIED: None,
+    pb.CALIBRATION_NONE: Calibration.NONE,
+    pb.CALIBRATION_CONTEXTUAL: Calibration.CONTEXTUAL,
+    pb.CALIBRATION_DOMAIN_PMI: Calibration.DOMAIN_PMI,
+    pb.CALIBRATION_BATCH: Calibration.BATCH,
+}
+TRUNCATION = {
+    pb.TRUNCATION_POLICY_UNSPECIFIED: None,
+    pb.TRUNCATION_POLICY_TRUNCATE: True,
+    pb.TRUNCATION_POLICY_REJECT: False,
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold."""
+
+    max_labels: int = 512
+    max_label_chars: int = 256
+    max_description_chars: int = 1024
+    max_instruction_chars: int = 4096
+    max_examples: int = 64
+    max_text_chars: int = 200_000
+    max_batch_texts: int = 1024
+    max_content_free_inputs: int = 8
+    max_request_bytes: int = 16 * 1024 * 1024
+
+
+def _enum(value: int, table: dict, field: str) -> object:
+    if value not in table:
+        raise InvalidArgument(field, f"unknown enum value {value}")
+    return table[value]
+
+
+def _fraction(value: float, field: str) -> float:
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise InvalidArgument(field, f"must be in [0, 1], got {value}")
+    return value
+
+
+def _has_control_chars(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def check_size(request: object, limits: Limits) -> None:
+    size = request.ByteSize()  # type: ignore[attr-defined]
+    if size > limits.max_request_bytes:
+        raise InvalidArgument("request", f"{size} bytes; limit {limits.max_request_bytes}")
+
+
+def check_text(text: str, field: str, limits: Limits) -> str:
+    if not text.strip():
+        raise InvalidArgument(field, "text is empty")
+    if len(text) > limits.max_text_chars:
+        raise InvalidArgument(field, f"{len(text)} characters; limit {limits.max_text_chars}")
+    return text
+
+
+def check_texts(texts: Sequence[str], limits: Limits) -> list[str]:
+    if not texts:
+        raise InvalidArgument("texts", "at least one text is needed")
+    if len(texts) > limits.max_batch_texts:
+        raise InvalidArgument("texts", f"{len(texts)} texts; limit {limits.max_batch_texts}")
+    return [check_text(t, f"texts[{i}]", limits) for i, t in enumerate(texts)]
+
+
+def check_label(label: pb.Label, i: int, limits: Limits) -> LabelSpec:
+    field = f"labels[{i}].name"
+    name = label.name
+    if not name.strip():
+        raise InvalidArgument(field, "label name is empty")
+    if name != name.strip():
+        raise InvalidArgument(field, "label name starts or ends with whitespace")
+    if _has_control_chars(name):
+        raise InvalidArgument(field, "label name has control characters")
+    if len(name) > limits.max_label_chars:
+        raise InvalidArgument(field, f"{len(name)} characters; limit {limits.max_label_chars}")
+    if len(label.description) > limits.max_description_chars:
+        raise InvalidArgument(
+            f"labels[{i}].description",
+            f"{len(label.description)} characters; limit {limits.max_description_chars}",
+        )
+    return LabelSpec(name, label.description)
+
+
+def task_from_proto(
+    labels: Sequence[pb.Label],
+    instruction: str,
+    examples: Sequence[pb.Example],
+    options: pb.ScoringOptions,
+    limits: Limits,
+) -> Task:
+    minimum = 1 if options.multi_label else 2
+    if len(labels) < minimum:
+        raise InvalidArgument("labels", f"at least {minimum} labels are needed, got {len(labels)}")
+    if len(labels) > limits.max_labels:
+        raise InvalidArgument("labels", f"{len(labels)} labels; limit {limits.max_labels}")
+    specs = [check_label(label, i, limits) for i, label in enumerate(labels)]
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            raise InvalidArgument(f"labels[{i}].name", f"duplicate label {spec.name!r}")
+        seen.add(spec.name)
+    if len(instruction) > limits.max_instruction_chars:
+        raise InvalidArgument(
+            "instruction", f"{len(instruction)} characters; limit {limits.max_instruction_chars}"
+        )
+    if len(examples) > limits.max_examples:
+        raise InvalidArgument("examples", f"{len(examples)} examples; limit {limits.max_examples}")
+    example_specs = []
+    for i, ex in enumerate(examples):
+        if ex.label not in seen:
+            raise InvalidArgument(f"examples[{i}].label", f"{ex.label!r} is not one of the labels")
+        check_text(ex.text, f"examples[{i}].text", limits)
+        example_specs.append(ExampleSpec(ex.text, ex.label))
+    return Task(tuple(specs), instruction, tuple(example_specs), options.template)
+
+
+def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
+    top_k = options.top_alternatives
+    if not 0 <= top_k <= MAX_TOP_ALTERNATIVES:
+        raise InvalidArgument(
+            "options.top_alternatives", f"must be in [0, {MAX_TOP_ALTERNATIVES}], got {top_k}"
+        )
+    if len(options.content_free_inputs) > limits.max_content_free_inputs:
+        raise InvalidArgument(
+            "options.content_free_inputs",
+            f"{len(options.content_free_inputs)} inputs; limit {limits.max_content_free_inputs}",
+        )
+    for i, text in enumerate(options.content_free_inputs):
+        if len(text) > limits.max_label_chars:
+            raise InvalidArgument(f"options.content_free_inputs[{i}]", "longer than a label may be")
+    th = options.thresholds
+    threshold = options.multi_label_threshold if options.HasField("multi_label_threshold") else 0.5
+    return Options(
+        mode=_enum(options.mode, MODES, "options.mode"),
+        length_norm=_enum(options.length_normalization, NORMS, "options.length_normalization"),
+        calibration=_enum(options.calibration, CALIBRATIONS, "options.calibration"),
+        top_alternatives=top_k,
+        thresholds=Thresholds(
+            _fraction(th.min_top_probability, "options.thresholds.min_top_probability"),
+            _fraction(th.min_margin, "options.thresholds.min_margin"),
+            _fraction(th.min_label_mass, "options.thresholds.min_label_mass"),
+        ),
+        truncate=_enum(options.truncation, TRUNCATION, "options.truncation"),
+        content_free_inputs=tuple(options.content_free_inputs),
+        domain_premise=options.domain_premise,
+        multi_label=options.multi_label,
+        multi_label_threshold=_fraction(threshold, "options.multi_label_threshold"),
+    )

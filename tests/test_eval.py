@@ -1,0 +1,376 @@
+"""`labelprob eval`: metrics and config parsing without a server, then short real runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from labelprob.client import evaluation as ev
+from tests.conftest import SHARED_DATA, ServerProcess, free_port
+
+
+def prediction(label: str, confidence: float = 0.9) -> ev.Prediction:
+    return ev.Prediction(label=label, confidence=confidence, label_mass=0.5, entropy=0.3)
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+LABELS = ["a", "b", "c"]
+TRUTHS = ["a", "a", "b", "b", "c", "c"]
+PREDICTED = ["a", "b", "b", "b", "a", "a"]  # "c" is never predicted
+
+
+def test_confusion_matrix_rows_are_truths_columns_predictions() -> None:
+    assert ev.confusion_matrix(TRUTHS, PREDICTED, LABELS) == [
+        [1, 1, 0],
+        [0, 2, 0],
+        [2, 0, 0],
+    ]
+    with pytest.raises(KeyError):
+        ev.confusion_matrix(["a"], ["z"], LABELS)
+
+
+def test_accuracy_and_macro_f1_by_hand() -> None:
+    matrix = ev.confusion_matrix(TRUTHS, PREDICTED, LABELS)
+    assert ev.accuracy(matrix) == pytest.approx(3 / 6)
+    # a: tp 1, fp 2, fn 1 -> 2/5; b: tp 2, fp 1, fn 0 -> 4/5; c: never predicted -> 0.
+    assert ev.macro_f1(matrix) == pytest.approx((0.4 + 0.8 + 0.0) / 3)
+    scores = ev.per_label_scores(matrix, LABELS)
+    assert scores["a"] == {"precision": 1 / 3, "recall": 0.5, "f1": 0.4, "support": 2}
+    assert scores["c"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 2}
+
+
+def test_macro_f1_leaves_out_labels_absent_from_truths_and_predictions() -> None:
+    matrix = ev.confusion_matrix(["a", "b"], ["a", "b"], ["a", "b", "z"])
+    assert ev.macro_f1(matrix) == 1.0
+    # A label predicted but never true counts, as 0.
+    matrix = ev.confusion_matrix(["a", "a", "b"], ["a", "z", "b"], ["a", "b", "z"])
+    assert ev.macro_f1(matrix) == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+def test_metrics_of_nothing_are_none() -> None:
+    matrix = ev.confusion_matrix([], [], LABELS)
+    assert ev.accuracy(matrix) is None
+    assert ev.macro_f1(matrix) is None
+    assert ev.expected_calibration_error([], []) is None
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy() -> None:
+    confidences = [0.75] * 4 + [0.95] * 20 + [1.0] * 3
+    correct = [True, True, True, False] + [True] * 19 + [False] + [True] * 3
+    assert ev.expected_calibration_error(confidences, correct) == pytest.approx(0.0)
+
+
+def test_ece_of_overconfident_predictions() -> None:
+    # 90% sure, 60% right: off by 0.3 everywhere.
+    assert ev.expected_calibration_error([0.9] * 10, [True] * 6 + [False] * 4) == pytest.approx(0.3)
+    # Half the texts in bin [0.9, 1): gap 0.3; half in [0.5, 0.6): 55% sure, 50% right.
+    confidences = [0.9] * 10 + [0.55] * 10
+    correct = [True] * 6 + [False] * 4 + [True] * 5 + [False] * 5
+    assert ev.expected_calibration_error(confidences, correct) == pytest.approx(
+        0.5 * 0.3 + 0.5 * 0.05
+    )
+
+
+def test_reliability_bins_are_equal_width_and_count_every_text() -> None:
+    confidences = [0.0, 0.05, 0.1, 0.55, 0.7, 0.999, 1.0]
+    bins = ev.reliability_bins(confidences, [True] * len(confidences))
+    assert len(bins) == 10
+    assert [b["lo"] for b in bins] == pytest.approx([i / 10 for i in range(10)])
+    assert sum(b["count"] for b in bins) == len(confidences)
+    assert [b["count"] for b in bins] == [2, 1, 0, 0, 0, 1, 0, 1, 0, 2]
+    assert bins[2]["accuracy"] is None and bins[2]["confidence"] is None
+
+
+def test_summarize_counts_errors_and_keeps_them_out_of_accuracy() -> None:
+    truths = ["a", "b", "a", "b"]
+    predictions = [prediction("a", 0.8), prediction("a", 0.6), None, prediction("b", 0.9)]
+    r = ev.summarize("d", "auto:none", ["a", "b"], truths, predictions, {"UNAVAILABLE": 1})
+    assert (r.rows, r.answered, r.errors) == (4, 3, 1)
+    assert r.accuracy == pytest.approx(2 / 3)
+    assert r.confusion == [[1, 0], [1, 1]]
+    assert r.mean_confidence == pytest.approx((0.8 + 0.6 + 0.9) / 3)
+    out = r.to_dict()
+    assert out["accuracy_counting_errors_as_wrong"] == pytest.approx(2 / 4)
+    assert out["error_codes"] == {"UNAVAILABLE": 1}
+
+
+# --- configs -----------------------------------------------------------------------------------
+
+
+def test_peer_config_is_prepended_or_moved_first() -> None:
+    names = [c.name for c in ev.parse_configs("auto:contextual,full:contextual:mean")]
+    assert names == ["first_token:none", "auto:contextual", "full:contextual:mean"]
+    names = [c.name for c in ev.parse_configs("auto:default, first_token:none ,auto:default")]
+    assert names == ["first_token:none", "auto:default"]
+    config = ev.parse_config("FULL:Contextual:mean")
+    assert (config.mode, config.calibration, config.normalization) == ("full", "contextual", "mean")
+    options = ev.parse_config("auto:default").options("plain")
+    assert options.calibration == 0 and options.length_normalization == 0
+    assert options.template == "plain"
+
+
+@pytest.mark.parametrize(
+    "spec", ["auto", "auto:contextual:sum:x", "fast:none", "auto:magic", "full:none:median", ":"]
+)
+def test_bad_configs_are_rejected(spec: str) -> None:
+    with pytest.raises(ValueError):
+        ev.parse_configs(spec)
+
+
+def test_batch_calibration_needs_a_batch_size() -> None:
+    with pytest.raises(ValueError, match="batch-size"):
+        ev.parse_configs("auto:batch", batch_size=1)
+    assert [c.name for c in ev.parse_configs("auto:batch", batch_size=4)][-1] == "auto:batch"
+
+
+def test_chunks_are_near_equal_and_cover_every_row() -> None:
+    parts = ev.chunks(21, 8)
+    assert [len(p) for p in parts] == [7, 7, 7]
+    assert [i for p in parts for i in p] == list(range(21))
+    assert [len(p) for p in ev.chunks(5, 1)] == [1] * 5
+    assert ev.chunks(0, 4) == []
+
+
+# --- datasets ----------------------------------------------------------------------------------
+
+
+def test_seeded_sample_is_deterministic_and_nested() -> None:
+    a = ev.sample_indices(100, 10, seed=0)
+    assert a == ev.sample_indices(100, 10, seed=0)
+    assert a != ev.sample_indices(100, 10, seed=1)
+    assert len(set(a)) == 10
+    assert ev.sample_indices(100, 20, seed=0)[:10] == a
+    assert sorted(ev.sample_indices(5, 50, seed=3)) == list(range(5))
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_dataset_label_set_sampling_and_cut(tmp_path: Path) -> None:
+    rows = [{"text": f"text number {i}", "label": ["yes", "no", "maybe"][i % 3]} for i in range(9)]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    data = ev.load_dataset(path, limit=4, seed=5, max_chars=6)
+    assert data.name == "d" and data.labels == ["maybe", "no", "yes"]
+    assert len(data.texts) == 4 and all(len(t) <= 6 for t in data.texts)
+    assert data.indices == ev.sample_indices(9, 4, seed=5)
+    assert data.truths == [rows[i]["label"] for i in data.indices]
+    assert data.describe()["file_rows"] == 9
+    assert ev.load_dataset(path, labels=["yes", "no", "maybe", "other"]).labels[-1] == "other"
+    with pytest.raises(ValueError, match="not in --labels"):
+        ev.load_dataset(path, labels=["yes", "no"])
+    with pytest.raises(ValueError, match="not JSON"):
+        ev.parse_dataset(["{"], name="x")
+    with pytest.raises(ValueError, match="label"):
+        ev.parse_dataset(['{"text": "t"}'], name="x")
+    assert ev.unique_names([Path("a/x.jsonl"), Path("b/x.jsonl"), Path("y.jsonl")]) == [
+        "x",
+        "x-2",
+        "y",
+    ]
+
+
+# --- report and table --------------------------------------------------------------------------
+
+
+def synthetic_report() -> ev.EvalReport:
+    """Two datasets x two configs, built without a server."""
+    results = []
+    # (dataset, config, predictions) with truths a, b, a, b.
+    plan = [
+        ("one", "first_token:none", ["a", "a", "a", "a"]),  # 50%
+        ("one", "auto:contextual", ["a", "b", "a", "b"]),  # 100%
+        ("two", "first_token:none", ["a", "b", "b", "b"]),  # 75%
+        ("two", "auto:contextual", ["a", "b", "b", "a"]),  # 50%
+    ]
+    for dataset, config, labels in plan:
+        results.append(
+            ev.summarize(
+                dataset,
+                config,
+                ["a", "b"],
+                ["a", "b", "a", "b"],
+                [prediction(label) for label in labels],
+                elapsed_s=2.0,
+            )
+        )
+    report = ev.EvalReport(
+        configs=["first_token:none", "auto:contextual"],
+        datasets=[{"name": "one"}, {"name": "two"}],
+        results=results,
+    )
+    report.fill_deltas()
+    return report
+
+
+def test_markdown_table_rows_deltas_and_means() -> None:
+    report = synthetic_report()
+    lines = ev.format_markdown(report).splitlines()
+    assert lines[0].startswith("| dataset | config | texts | accuracy %")
+    assert set(lines[1].replace("|", "").split()) == {"---"}
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [row[:2] for row in body] == [
+        ["one", "first_token:none"],
+        ["one", "auto:contextual"],
+        ["two", "first_token:none"],
+        ["two", "auto:contextual"],
+        ["**mean of 2**", "first_token:none"],
+        ["**mean of 2**", "auto:contextual"],
+    ]
+    assert [row[3] for row in body] == ["50.0", "100.0", "75.0", "50.0", "62.5", "75.0"]
+    assert [row[4] for row in body] == ["peer", "+50.0", "peer", "-25.0", "peer", "+12.5"]
+    assert body[0][-1] == "2.0"  # 4 texts in 2 s
+    summary = report.summary()
+    assert summary[1]["delta_vs_peer_pts"] == pytest.approx(12.5)
+    assert report.best_config("one").config == "auto:contextual"
+    assert report.best_config("two").config == "first_token:none"
+    # One dataset: no mean rows.
+    report.datasets = report.datasets[:1]
+    assert "mean of" not in ev.format_markdown(report)
+
+
+def test_plots_from_a_synthetic_report(tmp_path: Path) -> None:
+    paths = ev.write_plots(synthetic_report(), tmp_path / "plots")
+    assert sorted(p.name for p in paths) == [
+        "one_confusion.png",
+        "one_reliability.png",
+        "two_confusion.png",
+        "two_reliability.png",
+    ]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+TWO_ROWS = [{"text": "t", "label": "x"}, {"text": "u", "label": "y"}]
+
+
+def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", TWO_ROWS)
+    assert ev.main([str(path), "--configs", "auto:batch", "--quiet"]) == 2
+    assert "batch-size" in capsys.readouterr().err
+    assert ev.main([str(path), "--configs", "auto:nope", "--quiet"]) == 2
+    assert ev.main([str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
+
+
+def test_no_server_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", TWO_ROWS)
+    code = ev.main([str(path), "--target", f"127.0.0.1:{free_port()}", "--timeout", "3", "-q"])
+    assert code == 1
+    assert "GetModelInfo failed" in capsys.readouterr().err
+
+
+# --- against the real servers ------------------------------------------------------------------
+
+engine = pytest.mark.engine
+
+
+def yes_no_file(tmp_path: Path, rows: int = 12) -> Path:
+    data = [
+        {"text": f"Statement number {i} is {'so' if i % 2 else 'not so'}.",
+         "label": "yes" if i % 2 else "no"}
+        for i in range(rows)
+    ]  # fmt: skip
+    return write_jsonl(tmp_path / "yesno.jsonl", data)
+
+
+@engine
+def test_end_to_end_on_the_tiny_server(
+    tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = yes_no_file(tmp_path)
+    report_path, plots = tmp_path / "out" / "report.json", tmp_path / "plots"
+    code = ev.main([
+        str(data), "--target", tiny_server.target, "--configs", "auto:contextual,full:none:mean",
+        "--timeout", "120", "--concurrency", "4", "--report", str(report_path),
+        "--plots", str(plots), "--quiet",
+    ])  # fmt: skip
+    assert code == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[2].startswith("| yesno | first_token:none | 12 |")
+    assert len(table) == 2 + 3
+
+    report = json.loads(report_path.read_text())
+    assert set(report) >= {"server", "settings", "peer", "configs", "datasets", "results"}
+    assert report["configs"] == ["first_token:none", "auto:contextual", "full:none:mean"]
+    assert report["peer"] == "first_token:none" and report["errors"] == 0
+    assert report["server"]["model"]
+    assert report["datasets"][0]["label_counts"] == {"no": 6, "yes": 6}
+    assert [r["config"] for r in report["results"]] == report["configs"]
+    for r in report["results"]:
+        assert r["rows"] == r["answered"] == 12 and r["errors"] == 0
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and 0 <= r["ece"] <= 1
+        assert 0 < r["mean_label_mass"] <= 1 and r["mean_entropy"] >= 0
+        assert 0.5 <= r["mean_confidence"] <= 1  # top of two labels
+        assert r["confusion"]["labels"] == ["no", "yes"]
+        assert sum(map(sum, r["confusion"]["matrix"])) == 12
+        assert sum(b["count"] for b in r["reliability"]) == 12
+        assert r["texts_per_s"] > 0 and r["usage"]["prompt_tokens"] > 0
+    first, contextual, full = report["results"]
+    assert first["resolved_modes"] == {"first_token": 12}
+    assert first["applied_calibrations"] == {"none": 12}
+    assert first["delta_vs_peer_pts"] == 0
+    assert contextual["applied_calibrations"] == {"contextual": 12}
+    assert full["resolved_modes"] == {"full": 12}
+    for name in ["yesno_reliability.png", "yesno_confusion.png"]:
+        assert (plots / name).stat().st_size > 0
+
+
+@engine
+def test_batch_calibration_through_the_api(tiny_server: ServerProcess, tmp_path: Path) -> None:
+    data = ev.load_dataset(yes_no_file(tmp_path, rows=10))
+    settings = ev.EvalSettings(
+        target=tiny_server.target,
+        configs=ev.parse_configs("auto:batch", batch_size=4),
+        batch_size=4,
+        timeout_s=120,
+    )
+    report = asyncio.run(ev.evaluate([data], settings))
+    assert report.configs == ["first_token:none", "auto:batch"]
+    assert report.errors == 0 and report.exit_code == 0
+    batch = report.result("yesno", "auto:batch")
+    assert batch is not None and batch.answered == 10
+    assert batch.applied_calibrations == {"batch": 10}
+    assert batch.accuracy is not None and 0 <= batch.accuracy <= 1
+
+
+@engine
+def test_failed_requests_are_counted_not_dropped(
+    tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report_path = tmp_path / "report.json"
+    code = ev.main([
+        str(yes_no_file(tmp_path, rows=4)), "--target", tiny_server.target,
+        "--template", "no-such-template", "--report", str(report_path), "-q",
+    ])  # fmt: skip
+    assert code == 1
+    assert "8 classifications got no answer" in capsys.readouterr().err
+    report = json.loads(report_path.read_text())
+    assert report["errors"] == 2 * 4  # peer and auto:default
+    for r in report["results"]:
+        assert r["error_codes"] == {"INVALID_ARGUMENT": 4}
+        assert r["answered"] == 0 and r["accuracy"] is None
+
+
+@pytest.mark.embedded
+def test_embedded_model_on_movie_reviews(
+    embedded_server: ServerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    report_path = tmp_path / "report.json"
+    code = ev.main([
+        str(SHARED_DATA / "mr_sentences.jsonl"), "--limit", "20", "--target",
+        embedded_server.target, "--configs", "auto:contextual", "--timeout", "300",
+        "--report", str(report_path), "-q",
+    ])  # fmt: skip
+    assert code == 0
+    assert "| mr_sentences | first_token:none | 20 |" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert report["datasets"][0]["labels"] == ["negative", "positive"]
+    for r in report["results"]:
+        assert r["answered"] == 20
+        assert 0 <= r["accuracy"] <= 1
+        assert sum(map(sum, r["confusion"]["matrix"])) == 20
