@@ -6,6 +6,11 @@ mass and entropy, a confusion matrix, RPC error counts and throughput. The first
 always the peer method, `first_token:none` (read the labels' first tokens, no calibration:
 what a plain logprob classifier does), so every other row reads as a delta against it.
 
+Configs run one after another on the same texts, so the server's prefix cache, filled by
+the first config, serves most of the prompt to the later ones: their texts/s is higher
+than a cold run's, and compares configs only roughly. On CPU, cached and recomputed
+prompts can also differ in the last bits of a bf16 model, which may flip near-ties.
+
 The metrics are small pure functions that test without a server; `evaluate(...)` is the
 async API and `format_markdown(report)` renders the table the README quotes.
 """
@@ -147,7 +152,7 @@ class Dataset:
     truths: list[str]
     labels: list[str]
     total_rows: int
-    indices: list[int] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)  # row numbers in the file, 0-based
     sample: dict[str, Any] = field(default_factory=dict)  # limit, seed, max_chars
 
     def describe(self) -> dict[str, Any]:
@@ -158,6 +163,8 @@ class Dataset:
             "rows": len(self.texts),
             "file_rows": self.total_rows,
             "sample": self.sample,
+            # The order of every per-text list in the report (`per_text`).
+            "row_indices": self.indices,
             "labels": self.labels,
             "label_counts": {label: counts[label] for label in self.labels},
         }
@@ -418,6 +425,9 @@ class ConfigResult:
     applied_calibrations: dict[str, int]
     elapsed_s: float
     usage: dict[str, int] = field(default_factory=dict)
+    # Per text, in dataset order (None: no answer): for paired comparisons between configs.
+    predicted: list[str | None] = field(default_factory=list)
+    confidence: list[float | None] = field(default_factory=list)
     delta_vs_peer_pts: float | None = None
 
     @property
@@ -456,6 +466,10 @@ class ConfigResult:
             "per_label": self.per_label,
             "reliability": self.reliability,
             "confusion": {"labels": self.labels, "matrix": self.confusion},
+            "per_text": {
+                "predicted": self.predicted,
+                "confidence": [None if c is None else round(c, 5) for c in self.confidence],
+            },
         }
 
 
@@ -498,6 +512,8 @@ def summarize(
         applied_calibrations=dict(Counter(p.calibration for p in answered if p.calibration)),
         elapsed_s=elapsed_s,
         usage=dict(usage or {}),
+        predicted=[None if p is None else p.label for p in predictions],
+        confidence=[None if p is None else p.confidence for p in predictions],
     )
 
 
@@ -591,7 +607,8 @@ def _num(value: float | None, digits: int = 3) -> str:
 def _delta(value: float | None, is_peer: bool) -> str:
     if is_peer:
         return "peer"
-    return "-" if value is None else f"{value:+.1f}"
+    # `or 0.0` turns a rounded -0.0 into +0.0: equal accuracies must not read as a loss.
+    return "-" if value is None else f"{round(value, 1) or 0.0:+.1f}"
 
 
 def _cell(text: str) -> str:

@@ -26,6 +26,7 @@ from tests.tiny_model import build_tiny_model
 SERVER_START_TIMEOUT_S = 900
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+TINY_MAX_MESSAGE_BYTES = 1024 * 1024
 TEST_TEMPLATES = Path(__file__).resolve().parent / "data" / "templates.toml"
 
 
@@ -115,31 +116,32 @@ def servers(
 ) -> Iterator[dict[str, ServerProcess]]:
     """Starts both servers at once so their engine starts overlap."""
     logs = tmp_path_factory.mktemp("server-logs")
-    common = [
-        "--enforce-eager", "--kv-cache-gib", "1", "--max-inflight-reads", "2048",
-        "--templates-file", str(TEST_TEMPLATES),
-    ]  # fmt: skip
+    common = ["--max-inflight-reads", "2048", "--templates-file", str(TEST_TEMPLATES)]
     pool = {
         "tiny": ServerProcess(
             "tiny",
-            [
-                "--model",
-                str(tiny_model_dir),
-                "--dtype",
-                "float32",
-                "--max-model-len",
-                "1024",
-                *common,
-            ],
+            tiny_server_args(
+                tiny_model_dir, "--max-message-bytes", str(TINY_MAX_MESSAGE_BYTES), *common
+            ),
             logs / "tiny.log",
         ),
-        "embedded": ServerProcess("embedded", common, logs / "embedded.log"),
+        "embedded": ServerProcess(
+            "embedded", ["--enforce-eager", "--kv-cache-gib", "1", *common], logs / "embedded.log"
+        ),
     }
     for server in pool.values():
         server.start()
     yield pool
     for server in pool.values():
         server.stop()
+
+
+def tiny_server_args(model_dir: Path, *extra: str) -> list[str]:
+    """Flags of a dedicated tiny-model server (tests that stop, kill or overload it)."""
+    return [
+        "--model", str(model_dir), "--dtype", "float32", "--max-model-len", "1024",
+        "--enforce-eager", "--kv-cache-gib", "1", *extra,
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,310 @@
+"""Bad input: every catalogue entry gets its status and names its field; the server keeps serving.
+
+Also a property-based fuzz (hypothesis) of Classify requests: any request gets OK or
+INVALID_ARGUMENT, never an internal error or a hang.
+"""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from labelprob.client import ClassifyParams, Client
+from labelprob.v1 import classifier_pb2 as pb
+from tests.conftest import TINY_MAX_MESSAGE_BYTES
+
+pytestmark = pytest.mark.engine
+
+
+def labels(*names: str) -> list[pb.Label]:
+    return [pb.Label(name=n) for n in names]
+
+
+AB = labels("alpha", "beta")
+
+
+def classify(**fields: object) -> pb.ClassifyRequest:
+    base: dict[str, object] = {"text": "some text", "labels": AB}
+    return pb.ClassifyRequest(**(base | fields))
+
+
+def opts(**fields: object) -> pb.ScoringOptions:
+    return pb.ScoringOptions(**fields)
+
+
+# (name, RPC, request, field the BadRequest must name)
+CATALOGUE: list[tuple[str, str, object, str]] = [
+    ("empty text", "Classify", classify(text=""), "text"),
+    ("whitespace text", "Classify", classify(text=" \n\t "), "text"),
+    ("text over the character limit", "Classify", classify(text="x" * 200_001), "text"),
+    ("no labels", "Classify", classify(labels=[]), "labels"),
+    ("one label", "Classify", classify(labels=labels("alpha")), "labels"),
+    ("duplicate labels", "Classify", classify(labels=labels("a", "b", "a")), "labels[2].name"),
+    ("empty label name", "Classify", classify(labels=labels("a", "")), "labels[1].name"),
+    (
+        "label with outer whitespace",
+        "Classify",
+        classify(labels=labels("a", " b")),
+        "labels[1].name",
+    ),
+    (
+        "label with control characters",
+        "Classify",
+        classify(labels=labels("a", "b\x00")),
+        "labels[1].name",
+    ),
+    ("label name too long", "Classify", classify(labels=labels("a", "b" * 257)), "labels[1].name"),
+    (
+        "label description too long",
+        "Classify",
+        classify(labels=[pb.Label(name="a"), pb.Label(name="b", description="d" * 1025)]),
+        "labels[1].description",
+    ),
+    (
+        "labels over the limit",
+        "Classify",
+        classify(labels=labels(*[f"l{i}" for i in range(513)])),
+        "labels",
+    ),
+    ("instruction too long", "Classify", classify(instruction="i" * 4097), "instruction"),
+    (
+        "example with an unknown label",
+        "Classify",
+        classify(examples=[pb.Example(text="t", label="gamma")]),
+        "examples[0].label",
+    ),
+    (
+        "example with empty text",
+        "Classify",
+        classify(examples=[pb.Example(text="", label="alpha")]),
+        "examples[0].text",
+    ),
+    (
+        "too many examples",
+        "Classify",
+        classify(examples=[pb.Example(text="t", label="alpha")] * 65),
+        "examples",
+    ),
+    (
+        "text longer than the context, reject policy",
+        "Classify",
+        classify(text="word " * 3000, options=opts(truncation=pb.TRUNCATION_POLICY_REJECT)),
+        "text",
+    ),
+    (
+        "task longer than the context",
+        "Classify",
+        classify(labels=labels(*[f"label number {i} is long" * 3 for i in range(200)])),
+        "labels",
+    ),
+    ("unknown template", "Classify", classify(options=opts(template="nope")), "options.template"),
+    ("unknown scoring mode", "Classify", classify(options=opts(mode=42)), "options.mode"),
+    (
+        "unknown calibration",
+        "Classify",
+        classify(options=opts(calibration=42)),
+        "options.calibration",
+    ),
+    (
+        "unknown truncation policy",
+        "Classify",
+        classify(options=opts(truncation=9)),
+        "options.truncation",
+    ),
+    (
+        "unknown length normalization",
+        "Classify",
+        classify(options=opts(length_normalization=7)),
+        "options.length_normalization",
+    ),
+    (
+        "top probability threshold above 1",
+        "Classify",
+        classify(options=opts(thresholds=pb.DecisionThresholds(min_top_probability=1.5))),
+        "options.thresholds.min_top_probability",
+    ),
+    (
+        "margin threshold negative",
+        "Classify",
+        classify(options=opts(thresholds=pb.DecisionThresholds(min_margin=-0.1))),
+        "options.thresholds.min_margin",
+    ),
+    (
+        "label mass threshold NaN",
+        "Classify",
+        classify(options=opts(thresholds=pb.DecisionThresholds(min_label_mass=math.nan))),
+        "options.thresholds.min_label_mass",
+    ),
+    (
+        "too many top alternatives",
+        "Classify",
+        classify(options=opts(top_alternatives=21)),
+        "options.top_alternatives",
+    ),
+    (
+        "negative top alternatives",
+        "Classify",
+        classify(options=opts(top_alternatives=-1)),
+        "options.top_alternatives",
+    ),
+    (
+        "multi-label threshold above 1",
+        "Classify",
+        classify(options=opts(multi_label=True, multi_label_threshold=2.0)),
+        "options.multi_label_threshold",
+    ),
+    (
+        "batch calibration on one text",
+        "Classify",
+        classify(options=opts(calibration=pb.CALIBRATION_BATCH)),
+        "options.calibration",
+    ),
+    (
+        "too many content-free inputs",
+        "Classify",
+        classify(options=opts(content_free_inputs=["x"] * 9)),
+        "options.content_free_inputs",
+    ),
+    ("batch without texts", "ClassifyBatch", pb.ClassifyBatchRequest(labels=AB), "texts"),
+    (
+        "batch with an empty text",
+        "ClassifyBatch",
+        pb.ClassifyBatchRequest(texts=["ok", "fine", ""], labels=AB),
+        "texts[2]",
+    ),
+    (
+        "batch over the text limit",
+        "ClassifyBatch",
+        pb.ClassifyBatchRequest(texts=["t"] * 1025, labels=AB),
+        "texts",
+    ),
+    (
+        "request over the message limit",
+        "ClassifyBatch",
+        pb.ClassifyBatchRequest(
+            texts=["y" * 4000] * (TINY_MAX_MESSAGE_BYTES // 4000 + 10), labels=AB
+        ),
+        "request",
+    ),
+    (
+        "completion without a prompt",
+        "ScoreCompletion",
+        pb.ScoreCompletionRequest(completion="x"),
+        "prompt",
+    ),
+    (
+        "completion with prompt and messages",
+        "ScoreCompletion",
+        pb.ScoreCompletionRequest(
+            prompt="p", messages=[pb.ChatMessage(role="user", content="c")], completion="x"
+        ),
+        "prompt",
+    ),
+    ("empty completion", "ScoreCompletion", pb.ScoreCompletionRequest(prompt="p"), "completion"),
+    (
+        "unknown chat role",
+        "ScoreCompletion",
+        pb.ScoreCompletionRequest(
+            messages=[pb.ChatMessage(role="robot", content="c")], completion="x"
+        ),
+        "messages[0].role",
+    ),
+    (
+        "chat messages to a model without chat template",
+        "ScoreCompletion",
+        pb.ScoreCompletionRequest(
+            messages=[pb.ChatMessage(role="user", content="c")], completion="x"
+        ),
+        "messages",
+    ),
+]
+
+
+def violations(err: grpc.RpcError) -> list[str]:
+    status = rpc_status.from_call(err)
+    assert status is not None, "no rich status"
+    out = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out += [fv.field for fv in bad.field_violations]
+    return out
+
+
+def test_catalogue_is_large_enough() -> None:
+    assert len(CATALOGUE) >= 25
+    assert len({name for name, *_ in CATALOGUE}) == len(CATALOGUE)
+
+
+@pytest.mark.parametrize(
+    ("name", "rpc", "request_", "field"), CATALOGUE, ids=[c[0] for c in CATALOGUE]
+)
+def test_bad_input_names_the_field(
+    tiny_client: Client, name: str, rpc: str, request_: object, field: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(tiny_client.stub, rpc)(request_, timeout=60)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert violations(err.value) == [field]
+    assert field in err.value.details()
+    # The server keeps serving after every bad request.
+    ok = tiny_client.classify("still serving", ClassifyParams(["alpha", "beta"]))
+    assert ok.top_label in {"alpha", "beta"}
+
+
+label_names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=12
+)
+fuzz_requests = st.builds(
+    pb.ClassifyRequest,
+    text=st.text(max_size=200),
+    labels=st.lists(
+        st.builds(pb.Label, name=label_names, description=st.text(max_size=20)), max_size=6
+    ),
+    instruction=st.text(max_size=40),
+    options=st.builds(
+        pb.ScoringOptions,
+        mode=st.integers(-2, 5),
+        calibration=st.integers(-1, 6),
+        length_normalization=st.integers(-1, 3),
+        truncation=st.integers(-1, 3),
+        top_alternatives=st.integers(-3, 25),
+        multi_label=st.booleans(),
+        thresholds=st.builds(
+            pb.DecisionThresholds,
+            min_top_probability=st.floats(allow_nan=True, allow_infinity=True),
+            min_margin=st.floats(-1, 2),
+        ),
+    ),
+)
+ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+def check_fuzz_request(client: Client, request: pb.ClassifyRequest) -> None:
+    """A request either classifies into a distribution over its labels or names a bad field."""
+    try:
+        reply = client.stub.Classify(request, timeout=60)
+    except grpc.RpcError as err:
+        assert err.code() in ALLOWED, f"{err.code()}: {err.details()}"
+        assert violations(err), "INVALID_ARGUMENT without a field"
+        return
+    result = reply.result
+    assert [lb.name for lb in result.labels] == [lb.name for lb in request.labels]
+    if not request.options.multi_label:
+        assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-6)
+    assert all(0.0 <= lb.probability <= 1.0 for lb in result.labels)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(request=fuzz_requests)
+def test_fuzzed_requests_never_crash(tiny_client: Client, request: pb.ClassifyRequest) -> None:
+    check_fuzz_request(tiny_client, request)
