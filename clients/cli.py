@@ -14,7 +14,7 @@ import grpc
 from google.protobuf import json_format
 from tqdm import tqdm
 
-from labelprob.client import loadtest
+from labelprob.client import evaluation, loadtest
 from labelprob.client.client import (
     CALIBRATIONS,
     DEFAULT_TARGET,
@@ -50,6 +50,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     classify.add_argument("--full", action="store_true", help="print the whole response as JSON")
     classify.set_defaults(run=run_classify)
     loadtest.add_command(commands)
+    evaluation.add_command(commands)
 
 
 def parse_label(raw: str) -> tuple[str, str]:

@@ -270,7 +270,11 @@ class Classifier:
     # -- reads -------------------------------------------------------------------
 
     def _admit(self, n_reads: int) -> None:
-        if self.inflight_reads + n_reads > self.max_inflight_reads:
+        """Admits a request's reads, or raises Overloaded when the queue bound would be passed.
+
+        A request larger than the whole bound still runs when nothing else is in flight.
+        """
+        if self.inflight_reads and self.inflight_reads + n_reads > self.max_inflight_reads:
             raise Overloaded(
                 f"{self.inflight_reads} engine reads in flight; limit {self.max_inflight_reads}"
             )

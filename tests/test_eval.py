@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from pathlib import Path
@@ -96,6 +97,8 @@ def test_summarize_counts_errors_and_keeps_them_out_of_accuracy() -> None:
     out = r.to_dict()
     assert out["accuracy_counting_errors_as_wrong"] == pytest.approx(2 / 4)
     assert out["error_codes"] == {"UNAVAILABLE": 1}
+    assert out["per_text"]["predicted"] == ["a", "a", None, "b"]
+    assert out["per_text"]["confidence"] == [0.8, 0.6, None, 0.9]
 
 
 # --- configs -----------------------------------------------------------------------------------
@@ -230,6 +233,8 @@ def test_markdown_table_rows_deltas_and_means() -> None:
     assert summary[1]["delta_vs_peer_pts"] == pytest.approx(12.5)
     assert report.best_config("one").config == "auto:contextual"
     assert report.best_config("two").config == "first_token:none"
+    # Equal accuracies must not read as a loss after float rounding.
+    assert ev._delta(0.475 * 100 - 47.50000000001, is_peer=False) == "+0.0"
     # One dataset: no mean rows.
     report.datasets = report.datasets[:1]
     assert "mean of" not in ev.format_markdown(report)
@@ -255,6 +260,15 @@ def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "batch-size" in capsys.readouterr().err
     assert ev.main([str(path), "--configs", "auto:nope", "--quiet"]) == 2
     assert ev.main([str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
+
+
+def test_command_registers_on_subparsers() -> None:
+    parser = argparse.ArgumentParser(prog="labelprob")
+    ev.add_command(parser.add_subparsers())
+    args = parser.parse_args(["eval", "a.jsonl", "b.jsonl", "--batch-size", "4", "--limit", "9"])
+    assert args.run is ev.run_eval
+    assert args.inputs == [Path("a.jsonl"), Path("b.jsonl")]
+    assert (args.batch_size, args.limit, args.configs) == (4, 9, ev.DEFAULT_CONFIGS)
 
 
 def test_no_server_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

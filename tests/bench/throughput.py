@@ -438,13 +438,17 @@ async def http_load(
 
     url = f"{base_url}/generative_scoring"
     histogram = new_histogram()
-    errors = 0
+    errors = prompt_tokens = 0
     pending = iter(prompts)  # shared by the callers: each text is sent once
 
     async def read(session: aiohttp.ClientSession, prompt: Sequence[int], r: Read) -> bool:
+        nonlocal prompt_tokens
         async with session.post(url, json=read_body(plan, prompt, r)) as response:
             body = await response.json()
-            return response.status == 200 and len(body.get("data", ())) == 1
+        if response.status != 200 or len(body.get("data", ())) != 1:
+            return False
+        prompt_tokens += body["usage"]["prompt_tokens"]
+        return True
 
     async def classify(session: aiohttp.ClientSession, prompt: Sequence[int]) -> bool:
         # Like labelprob: the roots fill the prefix cache for the deeper reads.
@@ -474,6 +478,9 @@ async def http_load(
         seconds = time.perf_counter() - start
     latency = latency_summary_ms(histogram)
     reads = "1 request" if len(plan.reads) == 1 else f"{len(plan.reads)} requests"
+    note = f"closed loop, {concurrency} callers, {reads} per text"
+    if errors == 0 and prompt_tokens != plan.prompt_tokens(prompts):
+        note += f"; PROMPTS DIFFER: server {prompt_tokens}, plan {plan.prompt_tokens(prompts)}"
     return Result(
         "vLLM HTTP /generative_scoring",
         histogram.get_total_count(),
@@ -481,7 +488,7 @@ async def http_load(
         latency["p50"],
         latency["p99"],
         errors,
-        f"closed loop, {concurrency} callers, {reads} per text",
+        note,
     )
 
 
