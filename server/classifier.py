@@ -141,8 +141,10 @@ class PreparedMultiLabel:
 
     head_ids: tuple[int, ...]
     label_tails: tuple[tuple[int, ...], ...]
-    yes_ids: tuple[int, ...]
-    no_ids: tuple[int, ...]
+    yes_ids: tuple[TokenIds, ...]  # token sequences of the "yes" surface forms
+    no_ids: tuple[TokenIds, ...]
+    # Reads of the yes/no answer trie after each label's prompt: one for most tokenizers.
+    reads: tuple[Read, ...]
 
 
 @dataclass(frozen=True)
@@ -232,15 +234,18 @@ class Classifier:
             for label in task.labels
         )
 
-        def answer_ids(answers: Sequence[str]) -> tuple[int, ...]:
-            firsts = {label_plan.continuation_ids(encode, parts.tail, a)[0] for a in answers}
-            return tuple(sorted(firsts))
+        def answer_ids(answers: Sequence[str]) -> tuple[TokenIds, ...]:
+            return tuple(
+                dict.fromkeys(label_plan.continuation_ids(encode, parts.tail, a) for a in answers)
+            )
 
         yes_ids, no_ids = answer_ids(template.yes_answers), answer_ids(template.no_answers)
-        if set(yes_ids) & set(no_ids):
-            raise InvalidArgument("options.template", "yes and no answers share a first token")
+        if set(yes_ids) & set(no_ids) or not all([*yes_ids, *no_ids]):
+            raise InvalidArgument("options.template", "yes and no answers must tokenize apart")
+        # Exact answer probabilities even where " Yes" is several tokens (a trie, as FULL).
+        reads = tuple(label_plan.plan_reads([*yes_ids, *no_ids], Mode.FULL))
         head = tuple(encode(parts.head, parts.add_special_tokens))
-        return PreparedMultiLabel(head, tails, yes_ids, no_ids)
+        return PreparedMultiLabel(head, tails, yes_ids, no_ids, reads)
 
     def prompt_ids(
         self, prepared: PreparedTask, text: str, truncate: bool
@@ -381,27 +386,37 @@ class Classifier:
             raise InvalidArgument("text", f"text is {len(text_ids)} tokens; at most {budget} fit")
         text_ids = text_ids[: max(budget, 0)]
         shared = [*prepared.head_ids, *text_ids]
-        candidates = [*prepared.yes_ids, *prepared.no_ids]
+        answers = [*prepared.yes_ids, *prepared.no_ids]
         usage = Usage()
 
-        async def read(tail: tuple[int, ...]) -> ReadResult:
-            result = await self.engine.read(
-                [*shared, *tail], candidates, cache_salt=options.cache_salt
-            )
-            usage.add(Usage(result.prompt_tokens, result.cached_tokens, 1))
-            return result
+        async def answer_logprobs(tail: tuple[int, ...]) -> list[float]:
+            """Sequence log-probs of every yes/no surface form after one label's question."""
+            prompt = [*shared, *tail]
 
-        n = len(prepared.label_tails)
+            async def run(read: Read) -> tuple[Read, dict[int, float]]:
+                result = await self.engine.read(
+                    [*prompt, *read.prefix], read.candidates, cache_salt=options.cache_salt
+                )
+                usage.add(Usage(result.prompt_tokens, result.cached_tokens, 1))
+                return read, result.logprobs
+
+            done = await asyncio.gather(*(run(r) for r in prepared.reads))
+            merged = label_plan.merge_reads(done)
+            per_token = label_plan.label_token_logprobs(answers, Mode.FULL, merged)
+            return [scoring.sequence_logprob(t) for t in per_token]
+
+        n = len(prepared.label_tails) * len(prepared.reads)
         self._admit(n)
         try:
-            first = await read(prepared.label_tails[0])
-            rest = await asyncio.gather(*(read(t) for t in prepared.label_tails[1:]))
+            # The first label's reads put the text in the prefix cache for all the others.
+            first = await answer_logprobs(prepared.label_tails[0])
+            rest = await asyncio.gather(*(answer_logprobs(t) for t in prepared.label_tails[1:]))
         finally:
             self.inflight_reads -= n
+        n_yes = len(prepared.yes_ids)
         logits, masses = [], []
-        for result in [first, *rest]:
-            yes = [result.logprobs[t] for t in prepared.yes_ids]
-            no = [result.logprobs[t] for t in prepared.no_ids]
+        for row in [first, *rest]:
+            yes, no = row[:n_yes], row[n_yes:]
             logits.append(scoring.yes_no_logit(yes, no))
             masses.append((scoring.logsumexp(yes), scoring.logsumexp(no)))
         return logits, masses, usage, truncated
@@ -445,13 +460,14 @@ class Classifier:
             scoring.contextual_calibrated_logits(logits, cf_rows) if cf_rows else list(logits)
         )
         probabilities = [scoring.sigmoid(x) for x in calibrated]
-        yes_token = self.engine.decode_token(prepared.yes_ids[0])
+        yes_first = prepared.yes_ids[0][0]
+        yes_token = self.engine.decode_token(yes_first)
         labels = tuple(
             LabelResult(
                 name=label.name,
                 probability=probabilities[i],
                 logprob=masses[i][0],
-                tokens=(TokenScore(prepared.yes_ids[0], yes_token, masses[i][0]),),
+                tokens=(TokenScore(yes_first, yes_token, masses[i][0]),),
                 uncalibrated_probability=scoring.sigmoid(logits[i]),
                 score=calibrated[i],
             )

@@ -17,11 +17,15 @@ def prompt_ids(tokenizer, parts: PromptParts, text: str) -> list[int]:
     )
 
 
-def label_ids(tokenizer, parts: PromptParts, name: str) -> list[int]:
+def continuation_of(tokenizer, anchor: str, text: str) -> list[int]:
     def encode(s: str) -> list[int]:
         return tokenizer.encode(s, add_special_tokens=False)
 
-    return list(continuation_ids(encode, parts.suffix, parts.label_lead + name))
+    return list(continuation_ids(encode, anchor, text))
+
+
+def label_ids(tokenizer, parts: PromptParts, name: str) -> list[int]:
+    return continuation_of(tokenizer, parts.suffix, parts.label_lead + name)
 
 
 def label_logprobs(model, prompt: list[int], label: list[int]) -> list[float]:

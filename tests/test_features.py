@@ -1,0 +1,164 @@
+"""Calibration, decisions, multi-label, completion scoring and streaming on the real server."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+
+from labelprob.client import ClassifyParams, Client
+from labelprob.server import scoring
+from labelprob.v1 import classifier_pb2 as pb
+from tests import oracle
+
+pytestmark = pytest.mark.engine
+
+LABELS = ["positive", "negative", "neutral"]
+TEXTS = ["The team won the final.", "Stocks fell sharply.", "Play some jazz.", "Set an alarm."]
+
+
+def options(**fields: object) -> pb.ScoringOptions:
+    return pb.ScoringOptions(template="plain", **fields)
+
+
+def raw_logprobs(client: Client, text: str) -> list[float]:
+    params = ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_NONE))
+    return [lb.logprob for lb in client.classify(text, params).labels]
+
+
+def test_contextual_calibration_divides_out_the_content_free_distribution(
+    tiny_client: Client,
+) -> None:
+    text = "A dull, boring film."
+    content_free = ["N/A", "[MASK]"]
+    calibrated = tiny_client.classify(
+        text,
+        ClassifyParams(
+            LABELS,
+            options=options(
+                calibration=pb.CALIBRATION_CONTEXTUAL, content_free_inputs=content_free
+            ),
+        ),
+    )
+    assert calibrated.calibration == pb.CALIBRATION_CONTEXTUAL
+    # Expected from the server's own raw scores of the text and the content-free inputs.
+    rows = [raw_logprobs(tiny_client, t) for t in content_free]
+    expected = scoring.softmax(scoring.contextual_calibrated(raw_logprobs(tiny_client, text), rows))
+    assert [lb.probability for lb in calibrated.labels] == pytest.approx(expected, abs=1e-3)
+    assert [lb.uncalibrated_probability for lb in calibrated.labels] == pytest.approx(
+        scoring.softmax(raw_logprobs(tiny_client, text)), abs=1e-3
+    )
+    # The server default (contextual) applies when the request leaves calibration unset.
+    default = tiny_client.classify(text, ClassifyParams(LABELS, options=options()))
+    assert default.calibration == pb.CALIBRATION_CONTEXTUAL
+
+
+def test_batch_calibration_uses_the_batch_statistics(tiny_client: Client) -> None:
+    params = ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_BATCH))
+    batch = tiny_client.classify_batch(TEXTS, params)
+    raw = [[lb.logprob for lb in r.labels] for r in batch.results]
+    expected = [scoring.softmax(row) for row in scoring.batch_calibrated(raw)]
+    for result, want in zip(batch.results, expected, strict=True):
+        assert result.calibration == pb.CALIBRATION_BATCH
+        assert [lb.probability for lb in result.labels] == pytest.approx(want, abs=1e-9)
+
+
+def test_domain_pmi_is_reported_and_normalized(tiny_client: Client) -> None:
+    result = tiny_client.classify(
+        "Stocks fell.",
+        ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_DOMAIN_PMI)),
+    )
+    assert result.calibration == pb.CALIBRATION_DOMAIN_PMI
+    assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
+    # PMI changes the ranking basis: scores are raw log-probs minus the premise's.
+    assert any(abs(lb.score - lb.logprob) > 1e-6 for lb in result.labels)
+
+
+def test_decision_thresholds(tiny_client: Client) -> None:
+    base = {"calibration": pb.CALIBRATION_NONE}
+    low = pb.DecisionThresholds(min_top_probability=0.01)
+    high = pb.DecisionThresholds(min_top_probability=0.999, min_margin=0.99)
+    a = tiny_client.classify("x", ClassifyParams(LABELS, options=options(thresholds=low, **base)))
+    b = tiny_client.classify("x", ClassifyParams(LABELS, options=options(thresholds=high, **base)))
+    c = tiny_client.classify("x", ClassifyParams(LABELS, options=options(**base)))
+    assert a.decision == pb.DECISION_ACCEPT
+    assert b.decision == pb.DECISION_ABSTAIN
+    assert c.decision == pb.DECISION_UNSPECIFIED
+
+
+def test_multi_label_gives_independent_yes_no_probabilities(tiny_client: Client) -> None:
+    labels = ["sports", "business", "music", "weather"]
+    opts = options(calibration=pb.CALIBRATION_NONE, multi_label=True, multi_label_threshold=0.3)
+    result = tiny_client.classify("The team won the final.", ClassifyParams(labels, options=opts))
+    probs = [lb.probability for lb in result.labels]
+    assert all(0.0 < p < 1.0 for p in probs)
+    # Independent: nothing forces them to sum to 1.
+    assert sum(probs) != pytest.approx(1.0, abs=1e-6)
+    for lb in result.labels:
+        # P(label) = sigmoid(log P(yes) - log P(no)), uncalibrated here.
+        assert lb.probability == pytest.approx(scoring.sigmoid(lb.score), abs=1e-9)
+        assert lb.uncalibrated_probability == pytest.approx(lb.probability, abs=1e-9)
+    assert list(result.selected_labels) == [
+        lb.name for lb in result.labels if lb.probability >= 0.3
+    ]
+    assert result.top_label == labels[probs.index(max(probs))]
+    # The same reads for every label, the text first: later reads reuse its blocks.
+    assert result.usage.engine_reads % len(labels) == 0
+    assert result.usage.cached_prompt_tokens > 0
+
+
+def test_multi_label_allows_a_single_label(tiny_client: Client) -> None:
+    opts = options(calibration=pb.CALIBRATION_CONTEXTUAL, multi_label=True)
+    result = tiny_client.classify("Play some jazz.", ClassifyParams(["music"], options=opts))
+    assert len(result.labels) == 1
+    assert result.calibration == pb.CALIBRATION_CONTEXTUAL
+    assert 0.0 < result.labels[0].probability < 1.0
+
+
+def test_score_completion_matches_transformers(tiny_client: Client, tiny_reference) -> None:
+    tokenizer, model = tiny_reference
+    prompt, completion = "Set an alarm for seven", " in the morning."
+    reply = tiny_client.stub.ScoreCompletion(
+        pb.ScoreCompletionRequest(prompt=prompt, completion=completion, top_alternatives=3),
+        timeout=60,
+    )
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=True)
+    # The completion is tokenized as the continuation of the raw prompt.
+    completion_ids = oracle.continuation_of(tokenizer, prompt, completion)
+    expected = oracle.label_logprobs(model, prompt_ids, completion_ids)
+    assert [t.token.token_id for t in reply.tokens] == completion_ids
+    for scored, want in zip(reply.tokens, expected, strict=True):
+        assert scored.token.logprob == pytest.approx(want, abs=1e-3)
+        alts = [a.logprob for a in scored.alternatives]
+        assert len(alts) == 3 and alts == sorted(alts, reverse=True)
+        assert alts[0] >= scored.token.logprob - 1e-6
+    assert reply.sum_logprob == pytest.approx(sum(expected), abs=1e-3)
+    assert reply.mean_logprob == pytest.approx(sum(expected) / len(expected), abs=1e-3)
+    assert reply.usage.prompt_tokens == len(prompt_ids) + len(completion_ids)
+
+
+def test_classify_stream_matches_results_to_ids(tiny_client: Client) -> None:
+    params = ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_NONE))
+    items = [
+        pb.ClassifyStreamRequest(id=f"item-{i}", request=params.request(t))
+        for i, t in enumerate(TEXTS * 5)
+    ]
+    bad = pb.ClassifyStreamRequest(id="bad", request=pb.ClassifyRequest(text="", labels=[]))
+    replies = list(tiny_client.stub.ClassifyStream(iter([*items, bad]), timeout=120))
+    by_id = {r.id: r for r in replies}
+    assert set(by_id) == {i.id for i in items} | {"bad"}
+    assert by_id["bad"].status_code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "text" in by_id["bad"].error_message
+    for i, text in enumerate(TEXTS * 5):
+        reply = by_id[f"item-{i}"]
+        assert reply.status_code == 0
+        single = tiny_client.classify(text, params)
+        assert [lb.logprob for lb in reply.result.labels] == pytest.approx(
+            [lb.logprob for lb in single.labels], abs=1e-3
+        )
+
+
+def test_label_probabilities_are_finite(tiny_client: Client) -> None:
+    result = tiny_client.classify("x", ClassifyParams(LABELS, options=options()))
+    assert all(math.isfinite(lb.logprob) for lb in result.labels)
