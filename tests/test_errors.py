@@ -259,28 +259,34 @@ def test_bad_input_names_the_field(
     assert ok.top_label in {"alpha", "beta"}
 
 
-label_names = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=0, max_size=12
+def mostly(valid: st.SearchStrategy, anything: st.SearchStrategy) -> st.SearchStrategy:
+    """Three parts valid to one part anything: the fuzz must reach the scoring path too."""
+    return st.one_of(valid, valid, valid, anything)
+
+
+any_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
+word = st.text(alphabet=st.characters(categories=("L", "N")), min_size=1, max_size=10)
+label_names = mostly(word, st.text(max_size=12))
+fuzz_labels = mostly(
+    st.lists(st.builds(pb.Label, name=word), min_size=2, max_size=6, unique_by=lambda lb: lb.name),
+    st.lists(st.builds(pb.Label, name=label_names, description=st.text(max_size=20)), max_size=6),
 )
+fraction = mostly(st.floats(0, 1), st.floats(allow_nan=True, allow_infinity=True))
 fuzz_requests = st.builds(
     pb.ClassifyRequest,
-    text=st.text(max_size=200),
-    labels=st.lists(
-        st.builds(pb.Label, name=label_names, description=st.text(max_size=20)), max_size=6
-    ),
+    text=mostly(st.text(min_size=1, max_size=200).filter(str.strip), any_text),
+    labels=fuzz_labels,
     instruction=st.text(max_size=40),
     options=st.builds(
         pb.ScoringOptions,
-        mode=st.integers(-2, 5),
-        calibration=st.integers(-1, 6),
-        length_normalization=st.integers(-1, 3),
-        truncation=st.integers(-1, 3),
-        top_alternatives=st.integers(-3, 25),
+        mode=mostly(st.integers(0, 3), st.integers(-2, 5)),
+        calibration=mostly(st.integers(0, 3), st.integers(-1, 6)),
+        length_normalization=mostly(st.integers(0, 2), st.integers(-1, 3)),
+        truncation=mostly(st.integers(0, 2), st.integers(-1, 3)),
+        top_alternatives=mostly(st.integers(0, 20), st.integers(-3, 25)),
         multi_label=st.booleans(),
         thresholds=st.builds(
-            pb.DecisionThresholds,
-            min_top_probability=st.floats(allow_nan=True, allow_infinity=True),
-            min_margin=st.floats(-1, 2),
+            pb.DecisionThresholds, min_top_probability=fraction, min_margin=fraction
         ),
     ),
 )
