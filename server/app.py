@@ -152,6 +152,7 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
         default_calibration=Calibration(settings.default_calibration),
         default_truncate=settings.default_truncation == "truncate",
         max_inflight_reads=settings.max_inflight_reads,
+        align_block=engine.block_size if settings.align_prompts else 0,
     )
     m.INFLIGHT_READS.set_function(lambda: classifier.inflight_reads)
     m.ENGINE_REQUESTS.set_function(engine.num_unfinished_requests)

@@ -184,6 +184,7 @@ class Classifier:
         default_calibration: Calibration = Calibration.NONE,
         default_truncate: bool = True,
         max_inflight_reads: int = 4096,
+        align_block: int = 0,
     ) -> None:
         self.engine = engine
         self.templates = templates
@@ -192,6 +193,9 @@ class Classifier:
         self.default_truncate = default_truncate
         self.max_inflight_reads = max_inflight_reads
         self.inflight_reads = 0
+        # Block size to align multi-read prompts to (0: off), and the token that pads them.
+        self.align_block = align_block
+        self.pad_id = engine.encode("\n")[-1] if align_block else 0
         self._chat = engine.chat_renderer()
         self.prepare = functools.lru_cache(maxsize=512)(self._prepare)
         self.prepare_multi_label = functools.lru_cache(maxsize=512)(self._prepare_multi_label)
@@ -248,13 +252,18 @@ class Classifier:
         return PreparedMultiLabel(head, tails, yes_ids, no_ids, reads)
 
     def prompt_ids(
-        self, prepared: PreparedTask, text: str, truncate: bool
+        self, prepared: PreparedTask, text: str, truncate: bool, align: bool = False
     ) -> tuple[list[int], bool]:
-        """The prompt's token ids; a text too long for the context is cut or rejected."""
+        """The prompt's token ids; a text too long for the context is cut or rejected.
+
+        With ``align``, newlines after the text end the prompt on a KV-block boundary,
+        so that the deeper reads of a label trie recompute only their own tokens.
+        """
         text_ids = self.engine.encode(text)
         fixed = len(prepared.prefix_ids) + len(prepared.suffix_ids)
         # The deepest read is prompt + (longest label - 1) tokens, and it needs one slot to read.
-        budget = self.engine.max_model_len - fixed - prepared.longest_label
+        reserve = self.align_block if align else 0
+        budget = self.engine.max_model_len - fixed - prepared.longest_label - reserve
         if budget <= 0:
             raise InvalidArgument(
                 "labels",
@@ -270,7 +279,13 @@ class Classifier:
                     "(set options.truncation to TRUNCATE to cut it)",
                 )
             text_ids = text_ids[:budget]
-        return [*prepared.prefix_ids, *text_ids, *prepared.suffix_ids], truncated
+        pad = label_plan.block_padding(len(text_ids) + fixed, self.align_block) if align else 0
+        return [
+            *prepared.prefix_ids,
+            *text_ids,
+            *[self.pad_id] * pad,
+            *prepared.suffix_ids,
+        ], truncated
 
     # -- reads -------------------------------------------------------------------
 
@@ -315,9 +330,10 @@ class Classifier:
 
     async def raw_scores(self, prepared: PreparedTask, text: str, options: Options) -> RawScores:
         truncate = self.default_truncate if options.truncate is None else options.truncate
-        prompt_ids, truncated = self.prompt_ids(prepared, text, truncate)
         mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
         reads = label_plan.plan_reads(prepared.label_ids, mode)
+        deeper_reads = any(r.prefix for r in reads)
+        prompt_ids, truncated = self.prompt_ids(prepared, text, truncate, align=deeper_reads)
         merged, top, usage = await self._run_reads(
             prompt_ids, reads, options.top_alternatives, options.cache_salt
         )

@@ -41,6 +41,8 @@ class ServerSettings:
     max_message_bytes: int = 16 * 1024 * 1024
     max_inflight_reads: int = 4096  # queued engine reads before RESOURCE_EXHAUSTED
     default_calibration: str = "contextual"
+    # Pad multi-read (FULL) prompts to a KV-block boundary: far fewer recomputed tokens.
+    align_prompts: bool = True
     default_truncation: str = "truncate"
     templates_file: Path | None = None
     grace_period_s: float = 30.0
@@ -121,6 +123,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     opt("--grace-period", float, d.grace_period_s, "seconds to finish in-flight RPCs on SIGTERM")
     opt("--log-level", str, d.log_level, "debug, info, warning or error")
     flag("--log-text", d.log_text, "include request texts in logs")
+    flag("--align-prompts", d.align_prompts, "pad FULL-mode prompts to a KV-block boundary")
     opt("--tls-cert", Path, None, "server certificate (PEM); enables TLS")
     opt("--tls-key", Path, None, "server private key (PEM)")
     opt("--tls-client-ca", Path, None, "CA bundle for client certificates; enables mutual TLS")
@@ -160,6 +163,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         grace_period_s=args.grace_period,
         log_level=args.log_level,
         log_text=args.log_text,
+        align_prompts=args.align_prompts,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,

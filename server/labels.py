@@ -49,6 +49,16 @@ def continuation_ids(encode: Encode, anchor: str, continuation: str) -> TokenIds
     return tuple(encode(continuation))
 
 
+def block_padding(prompt_len: int, block_size: int) -> int:
+    """Tokens that end a prompt on a KV-cache block boundary (0 when aligned or disabled).
+
+    vLLM's prefix cache keeps whole blocks only, so every deeper trie read of an
+    unaligned prompt recomputes the prompt's last partial block. Aligned, a read
+    computes just its own label-prefix tokens.
+    """
+    return (-prompt_len) % block_size if block_size > 1 else 0
+
+
 def resolve_mode(mode: Mode, label_ids: Sequence[TokenIds]) -> Mode:
     """AUTO is FIRST_TOKEN when every label's first token is unique, else FULL.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from labelprob.server.labels import continuation_ids
+from labelprob.server.labels import block_padding, continuation_ids
 from labelprob.server.prompts import PromptParts
 
 
@@ -15,6 +15,17 @@ def prompt_ids(tokenizer, parts: PromptParts, text: str) -> list[int]:
         + tokenizer.encode(text, add_special_tokens=False)
         + tokenizer.encode(parts.suffix, add_special_tokens=False)
     )
+
+
+def aligned_prompt_ids(tokenizer, parts: PromptParts, text: str, block: int) -> list[int]:
+    """The prompt as the server builds it for multi-read (FULL) scoring: newlines after the
+    text end it on a KV-block boundary."""
+    prefix = tokenizer.encode(parts.prefix, add_special_tokens=parts.add_special_tokens)
+    body = tokenizer.encode(text, add_special_tokens=False)
+    suffix = tokenizer.encode(parts.suffix, add_special_tokens=False)
+    pad = block_padding(len(prefix) + len(body) + len(suffix), block)
+    newline = tokenizer.encode("\n", add_special_tokens=False)[-1]
+    return prefix + body + [newline] * pad + suffix
 
 
 def continuation_of(tokenizer, anchor: str, text: str) -> list[int]:

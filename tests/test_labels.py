@@ -10,6 +10,7 @@ from labelprob.server.labels import (
     MAX_CANDIDATES_PER_READ,
     Mode,
     Read,
+    block_padding,
     continuation_ids,
     label_token_logprobs,
     merge_reads,
@@ -86,3 +87,10 @@ def test_auto_mode_resolution() -> None:
     assert resolve_mode(Mode.FULL, [(1,), (2,)]) is Mode.FULL
     with pytest.raises(ValueError, match="AUTO"):
         plan_reads([(1,)], Mode.AUTO)
+
+
+def test_block_padding_ends_prompts_on_a_block_boundary() -> None:
+    assert block_padding(100, 32) == 28
+    assert block_padding(128, 32) == 0
+    assert block_padding(129, 32) == 31
+    assert block_padding(77, 0) == 0  # alignment off

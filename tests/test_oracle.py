@@ -16,6 +16,7 @@ from tests import oracle
 pytestmark = pytest.mark.engine
 
 TOLERANCE = 1e-3
+BLOCK_SIZE = 32
 # Multi-token labels that share first tokens, and one that is a prefix of another.
 LABELS = [
     "alarm_set",
@@ -37,10 +38,18 @@ def reference(tiny_reference: tuple[object, object]) -> tuple[object, object]:
     return tiny_reference
 
 
-def expected_label_logprobs(tokenizer, model, text: str) -> dict[str, list[tuple[int, float]]]:
-    """Per-token (id, logprob) of each label after the plain-template prompt, by transformers."""
+def expected_label_logprobs(
+    tokenizer, model, text: str, aligned: bool = False
+) -> dict[str, list[tuple[int, float]]]:
+    """Per-token (id, logprob) of each label after the plain-template prompt, by transformers.
+
+    FULL-mode prompts are padded to the server's KV-block size (32 on CPU).
+    """
     parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(n) for n in LABELS], [], None)
-    prompt = oracle.prompt_ids(tokenizer, parts, text)
+    if aligned:
+        prompt = oracle.aligned_prompt_ids(tokenizer, parts, text, BLOCK_SIZE)
+    else:
+        prompt = oracle.prompt_ids(tokenizer, parts, text)
     out = {}
     for name in LABELS:
         ids = oracle.label_ids(tokenizer, parts, name)
@@ -59,7 +68,7 @@ def classify(client: Client, text: str, mode: int) -> pb.Classification:
 @pytest.mark.parametrize("text", TEXTS)
 def test_full_mode_matches_transformers(tiny_client: Client, reference, text: str) -> None:
     tokenizer, model = reference
-    expected = expected_label_logprobs(tokenizer, model, text)
+    expected = expected_label_logprobs(tokenizer, model, text, aligned=True)
     result = classify(tiny_client, text, pb.SCORING_MODE_FULL)
     assert result.mode == pb.SCORING_MODE_FULL
     assert any(len(ids) > 1 for ids in expected.values()), "labels must be multi-token"
