@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -65,11 +66,37 @@ class ClassifyParams:
         )
 
 
-def channel_options(max_message_bytes: int = 16 * 1024 * 1024) -> list[tuple[str, int]]:
-    return [
+# gRPC's own retries: an overloaded (RESOURCE_EXHAUSTED) or briefly unreachable server is
+# tried again with backoff; the server's pushback (grpc-retry-pushback-ms) sets the wait.
+RETRY_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "labelprob.v1.ClassifierService"}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
+                },
+            }
+        ]
+    }
+)
+
+
+def channel_options(
+    max_message_bytes: int = 16 * 1024 * 1024, retries: bool = True
+) -> list[tuple[str, int | str]]:
+    options: list[tuple[str, int | str]] = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.enable_retries", int(retries)),
     ]
+    if retries:
+        options.append(("grpc.service_config", RETRY_SERVICE_CONFIG))
+    return options
 
 
 class Client:
@@ -81,12 +108,14 @@ class Client:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
+        retries: bool = True,
     ) -> None:
         self.timeout = timeout
+        options = channel_options(retries=retries)
         if credentials is None:
-            self.channel = grpc.insecure_channel(target, options=channel_options())
+            self.channel = grpc.insecure_channel(target, options=options)
         else:
-            self.channel = grpc.secure_channel(target, credentials, options=channel_options())
+            self.channel = grpc.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.ClassifierServiceStub(self.channel)
 
     def classify(
@@ -122,12 +151,14 @@ class AsyncClient:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
+        retries: bool = True,
     ) -> None:
         self.timeout = timeout
+        options = channel_options(retries=retries)
         if credentials is None:
-            self.channel = grpc.aio.insecure_channel(target, options=channel_options())
+            self.channel = grpc.aio.insecure_channel(target, options=options)
         else:
-            self.channel = grpc.aio.secure_channel(target, credentials, options=channel_options())
+            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
         self.stub = pb_grpc.ClassifierServiceStub(self.channel)
 
     async def classify(

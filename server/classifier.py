@@ -8,9 +8,10 @@ so the path is testable with the real engine and, for pure logic, a fake one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -294,11 +295,23 @@ class Classifier:
 
         A request larger than the whole bound still runs when nothing else is in flight.
         """
-        if self.inflight_reads and self.inflight_reads + n_reads > self.max_inflight_reads:
+        if (
+            n_reads
+            and self.inflight_reads + n_reads > self.max_inflight_reads > 0 < self.inflight_reads
+        ):
             raise Overloaded(
                 f"{self.inflight_reads} engine reads in flight; limit {self.max_inflight_reads}"
             )
         self.inflight_reads += n_reads
+
+    @contextlib.contextmanager
+    def admitted(self, n_reads: int) -> Iterator[None]:
+        """Holds ``n_reads`` places in the bounded queue of engine reads while inside."""
+        self._admit(n_reads)
+        try:
+            yield
+        finally:
+            self.inflight_reads -= n_reads
 
     async def _run_reads(
         self, prompt_ids: list[int], reads: list[Read], top_k: int, salt: str | None
@@ -313,30 +326,35 @@ class Classifier:
             usage.add(Usage(result.prompt_tokens, result.cached_tokens, 1))
             return read, result
 
-        extra = 1 if top_k > 1 else 0
-        self._admit(len(reads) + extra)
-        try:
-            roots = [r for r in reads if not r.prefix]
-            first = await asyncio.gather(*(run(r) for r in roots))
-            pending = [run(r) for r in reads if r.prefix]
-            top_task = run(Read((), ()), top_k) if extra else None
-            rest = await asyncio.gather(*pending, *([top_task] if top_task else []))
-        finally:
-            self.inflight_reads -= len(reads) + extra
-        # The root read's sampled token is the top-1 alternative for free; k > 1 needs its own read.
-        top = rest.pop()[1].top if top_task is not None else first[0][1].top
+        roots = [r for r in reads if not r.prefix]
+        first = await asyncio.gather(*(run(r) for r in roots))
+        pending = [run(r) for r in reads if r.prefix]
+        # The root read's sampled token is the top-1 alternative for free; k > 1 needs its own.
+        if top_k > 1:
+            pending.append(run(Read((), ()), top_k))
+        rest = list(await asyncio.gather(*pending))
+        top = rest.pop()[1].top if top_k > 1 else first[0][1].top
         merged = label_plan.merge_reads([(read, res.logprobs) for read, res in [*first, *rest]])
         return merged, top, usage
 
-    async def raw_scores(self, prepared: PreparedTask, text: str, options: Options) -> RawScores:
+    @staticmethod
+    def reads_per_text(reads: list[Read], top_k: int) -> int:
+        return len(reads) + (1 if top_k > 1 else 0)
+
+    async def raw_scores(
+        self, prepared: PreparedTask, text: str, options: Options, admit: bool = True
+    ) -> RawScores:
+        """One text's raw label log-probs. ``admit=False``: the caller holds the queue places."""
         truncate = self.default_truncate if options.truncate is None else options.truncate
         mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
         reads = label_plan.plan_reads(prepared.label_ids, mode)
         deeper_reads = any(r.prefix for r in reads)
         prompt_ids, truncated = self.prompt_ids(prepared, text, truncate, align=deeper_reads)
-        merged, top, usage = await self._run_reads(
-            prompt_ids, reads, options.top_alternatives, options.cache_salt
-        )
+        places = self.reads_per_text(reads, options.top_alternatives) if admit else 0
+        with self.admitted(places):
+            merged, top, usage = await self._run_reads(
+                prompt_ids, reads, options.top_alternatives, options.cache_salt
+            )
         token_logprobs = label_plan.label_token_logprobs(prepared.label_ids, mode, merged)
         return RawScores(token_logprobs, top, usage, mode, truncated)
 
@@ -421,14 +439,10 @@ class Classifier:
             per_token = label_plan.label_token_logprobs(answers, Mode.FULL, merged)
             return [scoring.sequence_logprob(t) for t in per_token]
 
-        n = len(prepared.label_tails) * len(prepared.reads)
-        self._admit(n)
-        try:
+        with self.admitted(len(prepared.label_tails) * len(prepared.reads)):
             # The first label's reads put the text in the prefix cache for all the others.
             first = await answer_logprobs(prepared.label_tails[0])
             rest = await asyncio.gather(*(answer_logprobs(t) for t in prepared.label_tails[1:]))
-        finally:
-            self.inflight_reads -= n
         n_yes = len(prepared.yes_ids)
         logits, masses = [], []
         for row in [first, *rest]:
@@ -541,13 +555,10 @@ class Classifier:
                 f"prompt + completion are {total} tokens; context holds "
                 f"{self.engine.max_model_len}",
             )
-        self._admit(1)
-        try:
+        with self.admitted(1):
             rows, cached = await self.engine.score_prompt(
                 [*prompt_ids, *completion_ids], len(prompt_ids), top_k, cache_salt
             )
-        finally:
-            self.inflight_reads -= 1
         decode = self.engine.decode_token
         tokens, alternatives = [], []
         for token_id, row in zip(completion_ids, rows, strict=True):
@@ -575,7 +586,13 @@ class Classifier:
         calibration = options.calibration or self.default_calibration
         if calibration is Calibration.BATCH and len(texts) < 2:
             calibration = Calibration.NONE  # a batch of one has no batch statistics
-        raws = await asyncio.gather(*(self.raw_scores(prepared, t, options) for t in texts))
+        # A batch is admitted whole or not at all: no half-done batch holds engine time.
+        mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
+        reads = label_plan.plan_reads(prepared.label_ids, mode)
+        with self.admitted(len(texts) * self.reads_per_text(reads, options.top_alternatives)):
+            raws = await asyncio.gather(
+                *(self.raw_scores(prepared, t, options, admit=False) for t in texts)
+            )
         scores = [
             [scoring.length_normalized(t, options.length_norm) for t in raw.token_logprobs]
             for raw in raws

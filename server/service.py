@@ -160,6 +160,16 @@ def status_for(exc: Exception) -> status_pb2.Status:
     )
 
 
+def grpc_status(status: status_pb2.Status, exc: Exception) -> grpc.Status:
+    """The status for abort, with gRPC's retry pushback when the server is overloaded:
+    clients with a retry policy then wait as long as the RetryInfo detail says."""
+    converted = rpc_status.to_status(status)
+    if isinstance(exc, Overloaded):
+        pushback = (("grpc-retry-pushback-ms", str(int(exc.retry_after_s * 1000))),)
+        converted = converted._replace(trailing_metadata=converted.trailing_metadata + pushback)
+    return converted
+
+
 def grpc_code(value: int) -> grpc.StatusCode:
     for code in grpc.StatusCode:
         if code.value[0] == value:
@@ -233,7 +243,7 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
                 status = status_for(exc)
                 code = grpc_code(status.code)
                 log.info("request rejected", code=code.name, error=str(exc))
-                await context.abort_with_status(rpc_status.to_status(status))
+                await context.abort_with_status(grpc_status(status, exc))
                 raise  # unreachable: abort raises
             except asyncio.CancelledError:
                 # Deadline or client cancel: the awaiting engine reads were aborted.

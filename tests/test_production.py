@@ -186,7 +186,7 @@ def test_overload_gets_resource_exhausted_at_once_and_admitted_requests_succeed(
     limited: ServerProcess,
 ) -> None:
     async def burst() -> list[object]:
-        async with AsyncClient(limited.target, timeout=120) as client:
+        async with AsyncClient(limited.target, timeout=120, retries=False) as client:
             # One read a request; the server's queue holds 6 reads.
             params = ClassifyParams(
                 ["yes", "no"],
@@ -209,6 +209,23 @@ def test_overload_gets_resource_exhausted_at_once_and_admitted_requests_succeed(
         assert retry, "RESOURCE_EXHAUSTED without RetryInfo"
     for result in ok:
         assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_client_retries_carry_a_burst_through_overload(limited: ServerProcess) -> None:
+    async def burst() -> list[object]:
+        # The client's gRPC retry policy waits out the server's pushback and tries again.
+        async with AsyncClient(limited.target, timeout=120) as client:
+            params = ClassifyParams(
+                ["yes", "no"],
+                options=pb.ScoringOptions(
+                    mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
+                ),
+            )
+            calls = [client.classify(f"retry me {i} " * 20, params) for i in range(12)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    results = asyncio.run(burst())
+    assert all(isinstance(r, pb.Classification) for r in results), results
 
 
 def test_expired_deadline_frees_the_engine(limited: ServerProcess) -> None:
@@ -333,7 +350,7 @@ def test_engine_death_turns_health_off_and_exits_non_zero(mtls) -> None:
     for p in engine_processes:
         p.kill()
     # RPCs fail fast (no hang), and the process exits non-zero for a restart.
-    with Client(target, credentials=credentials, timeout=20) as client:
+    with Client(target, credentials=credentials, timeout=20, retries=False) as client:
         with pytest.raises(grpc.RpcError) as err:
             for _ in range(50):
                 client.classify("set an alarm", ClassifyParams(LABELS, options=FULL))
