@@ -39,7 +39,7 @@ class ServerSettings:
     max_batch_texts: int = 1024
     max_text_chars: int = 200_000
     max_message_bytes: int = 16 * 1024 * 1024
-    max_inflight_reads: int = 4096  # queued engine reads before RESOURCE_EXHAUSTED
+    max_inflight_reads: int = 16384  # queued engine reads before RESOURCE_EXHAUSTED
     default_calibration: str = "contextual"
     # Pad multi-read (FULL) prompts to a KV-block boundary: far fewer recomputed tokens.
     align_prompts: bool = True
