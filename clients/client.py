@@ -26,6 +26,7 @@ CALIBRATIONS = {
     "contextual": pb.CALIBRATION_CONTEXTUAL,
     "domain_pmi": pb.CALIBRATION_DOMAIN_PMI,
     "batch": pb.CALIBRATION_BATCH,
+    "auto": pb.CALIBRATION_AUTO,
 }
 
 

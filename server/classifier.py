@@ -456,7 +456,9 @@ class Classifier:
     ) -> list[Classification]:
         """An independent probability per label: P(yes) / (P(yes) + P(no)) for each."""
         prepared = self.prepare_multi_label(task)
-        calibration = options.calibration or self.default_calibration
+        calibration = scoring.resolve_calibration(
+            options.calibration or self.default_calibration, batch_size=1
+        )
         if calibration not in (Calibration.NONE, Calibration.CONTEXTUAL):
             raise InvalidArgument(
                 "options.calibration", "multi-label supports NONE and CONTEXTUAL calibration"
@@ -583,9 +585,9 @@ class Classifier:
         if options.multi_label:
             return await self.classify_multi_label(task, texts, options)
         prepared = self.prepare(task)
-        calibration = options.calibration or self.default_calibration
-        if calibration is Calibration.BATCH and len(texts) < 2:
-            calibration = Calibration.NONE  # a batch of one has no batch statistics
+        calibration = scoring.resolve_calibration(
+            options.calibration or self.default_calibration, len(texts)
+        )
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
         mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
         reads = label_plan.plan_reads(prepared.label_ids, mode)

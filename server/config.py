@@ -40,7 +40,7 @@ class ServerSettings:
     max_text_chars: int = 200_000
     max_message_bytes: int = 16 * 1024 * 1024
     max_inflight_reads: int = 16384  # queued engine reads before RESOURCE_EXHAUSTED
-    default_calibration: str = "contextual"
+    default_calibration: str = "auto"
     # Pad multi-read (FULL) prompts to a KV-block boundary: far fewer recomputed tokens.
     align_prompts: bool = True
     default_truncation: str = "truncate"
@@ -117,7 +117,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     opt("--max-text-chars", int, d.max_text_chars, "longest text accepted, in characters")
     opt("--max-message-bytes", int, d.max_message_bytes, "largest gRPC message accepted")
     opt("--max-inflight-reads", int, d.max_inflight_reads, "engine reads queued before overload")
-    opt("--default-calibration", str, d.default_calibration, "none, contextual or domain_pmi")
+    opt(
+        "--default-calibration",
+        str,
+        d.default_calibration,
+        "auto (batch for 8+ texts, else contextual), none, contextual, domain_pmi",
+    )
     opt("--default-truncation", str, d.default_truncation, "truncate or reject")
     opt("--templates-file", Path, None, "TOML file of named prompt templates")
     opt("--grace-period", float, d.grace_period_s, "seconds to finish in-flight RPCs on SIGTERM")

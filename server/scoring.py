@@ -22,6 +22,23 @@ class Calibration(enum.Enum):
     CONTEXTUAL = "contextual"
     DOMAIN_PMI = "domain_pmi"
     BATCH = "batch"
+    AUTO = "auto"  # BATCH for large enough batches, else CONTEXTUAL
+
+
+# Batch calibration estimates the label prior from the batch itself; below this many
+# texts the estimate is too noisy and contextual calibration is used instead.
+MIN_BATCH_FOR_BATCH_CALIBRATION = 8
+
+
+def resolve_calibration(calibration: Calibration, batch_size: int) -> Calibration:
+    """AUTO becomes BATCH for a large enough batch, else CONTEXTUAL; BATCH needs 2 texts."""
+    if calibration is Calibration.AUTO:
+        if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION:
+            return Calibration.BATCH
+        return Calibration.CONTEXTUAL
+    if calibration is Calibration.BATCH and batch_size < 2:
+        return Calibration.NONE  # a batch of one has no batch statistics
+    return calibration
 
 
 class Decision(enum.Enum):

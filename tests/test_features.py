@@ -162,3 +162,11 @@ def test_classify_stream_matches_results_to_ids(tiny_client: Client) -> None:
 def test_label_probabilities_are_finite(tiny_client: Client) -> None:
     result = tiny_client.classify("x", ClassifyParams(LABELS, options=options()))
     assert all(math.isfinite(lb.logprob) for lb in result.labels)
+
+
+def test_auto_calibration_uses_the_batch_when_it_is_large_enough(tiny_client: Client) -> None:
+    params = ClassifyParams(LABELS, options=options())  # calibration unset: the server's AUTO
+    large = tiny_client.classify_batch(TEXTS * 2, params)  # 8 texts
+    small = tiny_client.classify_batch(TEXTS, params)  # 4 texts
+    assert {r.calibration for r in large.results} == {pb.CALIBRATION_BATCH}
+    assert {r.calibration for r in small.results} == {pb.CALIBRATION_CONTEXTUAL}

@@ -61,3 +61,12 @@ def test_batch_calibration_balances_a_skewed_batch() -> None:
     assert calibrated[0][0] > 0.5
     assert calibrated[1][1] > 0.5
     assert all(sum(row) == pytest.approx(1.0) for row in calibrated)
+
+
+def test_auto_calibration_resolution() -> None:
+    from labelprob.server.scoring import Calibration, resolve_calibration
+
+    assert resolve_calibration(Calibration.AUTO, 8) is Calibration.BATCH
+    assert resolve_calibration(Calibration.AUTO, 7) is Calibration.CONTEXTUAL
+    assert resolve_calibration(Calibration.BATCH, 1) is Calibration.NONE
+    assert resolve_calibration(Calibration.DOMAIN_PMI, 1) is Calibration.DOMAIN_PMI

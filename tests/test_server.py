@@ -43,7 +43,7 @@ def test_model_info(tiny_client: Client, tiny_model_dir: Path) -> None:
     assert info.max_context_tokens == 1024
     assert info.chat_template is False
     assert {"chat", "plain", "bare"} <= set(info.templates)
-    assert info.default_calibration == pb.CALIBRATION_CONTEXTUAL
+    assert info.default_calibration == pb.CALIBRATION_AUTO
     assert info.vocab_size > 0
     assert info.server_version and info.engine_version
 

@@ -27,6 +27,7 @@ class Calibration(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CALIBRATION_CONTEXTUAL: _ClassVar[Calibration]
     CALIBRATION_DOMAIN_PMI: _ClassVar[Calibration]
     CALIBRATION_BATCH: _ClassVar[Calibration]
+    CALIBRATION_AUTO: _ClassVar[Calibration]
 
 class TruncationPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ CALIBRATION_NONE: Calibration
 CALIBRATION_CONTEXTUAL: Calibration
 CALIBRATION_DOMAIN_PMI: Calibration
 CALIBRATION_BATCH: Calibration
+CALIBRATION_AUTO: Calibration
 TRUNCATION_POLICY_UNSPECIFIED: TruncationPolicy
 TRUNCATION_POLICY_TRUNCATE: TruncationPolicy
 TRUNCATION_POLICY_REJECT: TruncationPolicy
