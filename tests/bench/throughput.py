@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ ENGINE_ARGS: dict[str, Any] = {
     "disable_log_stats": True,
 }
 KV_CACHE_GIB = 2  # labelprob's --kv-cache-gib default
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
@@ -275,6 +276,11 @@ class Child:
             time.sleep(1)
         raise TimeoutError(f"{self.name} not ready after {timeout_s:g} s; log {self.log_path}")
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid  # also the process group id (start_new_session)
+
     def wait_exit(self, timeout_s: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout_s)
@@ -373,6 +379,41 @@ def run_worker(kind: str, spec: dict[str, Any], log_dir: Path) -> dict[str, Any]
 
 
 @dataclass
+class Cpu:
+    """CPU seconds (user + system) a process group spent while measured. CPU time is
+    less skewed by other load than wall time, and it shows where the work went."""
+
+    front_s: float = 0.0  # the group's leader: the server's own process, or LLM's
+    engine_s: float = 0.0  # the rest of the group: vLLM's EngineCore and worker
+
+
+def group_cpu_s(pgid: int) -> dict[int, float]:
+    """CPU seconds of every live process of a process group, by pid."""
+    cpu = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        fields = stat[stat.rindex(")") + 2 :].split()  # the fields after "pid (comm) "
+        if int(fields[2]) == pgid:  # pgrp; then utime and stime, in clock ticks
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return cpu
+
+
+@contextlib.contextmanager
+def cpu_meter(pgid: int) -> Iterator[Cpu]:
+    cpu = Cpu()
+    before = group_cpu_s(pgid)
+    yield cpu
+    spent = {pid: s - before.get(pid, 0.0) for pid, s in group_cpu_s(pgid).items()}
+    cpu.front_s = spent.pop(pgid, 0.0)
+    cpu.engine_s = sum(spent.values())
+
+
+@dataclass
 class Result:
     contender: str
     texts: int
@@ -381,14 +422,20 @@ class Result:
     p99_ms: float | None = None
     errors: int = 0
     note: str = ""
+    cpu: Cpu | None = None
 
     @property
     def per_s(self) -> float:
         return self.texts / self.seconds if self.seconds > 0 else 0.0
 
+    def cpu_ms_per_text(self, part: str) -> float | None:
+        if self.cpu is None or not self.texts:
+            return None
+        return getattr(self.cpu, f"{part}_s") * 1000 / self.texts
+
 
 def bench_labelprob(
-    target: str, plan: Plan, measured: Workload, warm: Workload, concurrency: int
+    target: str, pgid: int, plan: Plan, measured: Workload, warm: Workload, concurrency: int
 ) -> Result:
     def config(workload: Workload) -> LoadConfig:
         return LoadConfig(
@@ -402,7 +449,8 @@ def bench_labelprob(
         )
 
     asyncio.run(run_load(config(warm)))
-    report = asyncio.run(run_load(config(measured)))
+    with cpu_meter(pgid) as cpu:
+        report = asyncio.run(run_load(config(measured)))
     # The server's usage shows whether it was sent the prompts the other contenders get.
     expected = plan.prompt_tokens(plan.prompts)
     note = f"closed loop, {concurrency} callers"
@@ -416,6 +464,7 @@ def bench_labelprob(
         report.latency_ms["p99"],
         report.completed - report.ok,
         note,
+        cpu,
     )
 
 
@@ -427,6 +476,7 @@ def bench_offline(plan: Plan, log_dir: Path) -> Result:
         out["texts"],
         out["seconds"],
         note=f"all texts at once ({stages}); no per-text latency",
+        cpu=Cpu(**out["cpu"]),
     )
 
 
@@ -503,9 +553,12 @@ async def http_load(
     )
 
 
-def bench_vllm_http(base_url: str, plan: Plan, concurrency: int) -> Result:
+def bench_vllm_http(base_url: str, pgid: int, plan: Plan, concurrency: int) -> Result:
     asyncio.run(http_load(base_url, plan, plan.warmup, concurrency))
-    return asyncio.run(http_load(base_url, plan, plan.prompts, concurrency))
+    with cpu_meter(pgid) as cpu:
+        result = asyncio.run(http_load(base_url, plan, plan.prompts, concurrency))
+    result.cpu = cpu
+    return result
 
 
 def bench_transformers(plan: Plan, texts: int, dtype: str, log_dir: Path) -> Result:
@@ -652,13 +705,15 @@ def throughput_table(results: Sequence[Result]) -> str:
             _num(r.p50_ms),
             _num(r.p99_ms),
             f"{r.per_s / base:.2f}x" if base else "-",
+            _num(r.cpu_ms_per_text("front")),
+            _num(r.cpu_ms_per_text("engine")),
             str(r.errors),
             r.note,
         ]
         for r in results
     ]
     headers = ["contender", "texts", "seconds", "classif/s", "p50 ms", "p99 ms", "vs labelprob",
-               "errors", "note"]  # fmt: skip
+               "front CPU ms/text", "engine CPU ms/text", "errors", "note"]  # fmt: skip
     return table(headers, rows)
 
 
@@ -743,9 +798,11 @@ def offline_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     run(batches(spec["warmup"]))
     measured = batches(spec["prompts"])  # built before the clock, like a ready request
-    start = time.perf_counter()
-    run(measured)
-    return {"texts": len(spec["prompts"]), "seconds": time.perf_counter() - start}
+    with cpu_meter(os.getpgid(0)) as cpu:  # this process leads its group (run_worker)
+        start = time.perf_counter()
+        run(measured)
+        seconds = time.perf_counter() - start
+    return {"texts": len(spec["prompts"]), "seconds": seconds, "cpu": asdict(cpu)}
 
 
 def transformers_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -809,7 +866,9 @@ def labelprob_phase(run: Run) -> None:
         if "labelprob" in args.contenders:
             log("labelprob: measuring")
             run.results.append(
-                bench_labelprob(target, run.plan, run.measured, run.warm, args.concurrency)
+                bench_labelprob(
+                    target, child.pid, run.plan, run.measured, run.warm, args.concurrency
+                )
             )
         if args.accounting_texts > 0:
             log(f"labelprob: prompt-token accounting on {ACCOUNTING_DATASET}")
@@ -824,7 +883,7 @@ def vllm_http_phase(run: Run) -> None:
     with child:
         child.wait_ready(lambda: http_ok(f"{base_url}/health"))
         log("vllm-http: measuring")
-        run.results.append(bench_vllm_http(base_url, run.plan, run.args.concurrency))
+        run.results.append(bench_vllm_http(base_url, child.pid, run.plan, run.args.concurrency))
 
 
 def run_contender(run: Run, name: str) -> None:
