@@ -119,7 +119,17 @@ def dedicated(
     pki = write_pki(folder)
     limited = ServerProcess(
         "limited",
-        tiny_server_args(tiny_model_dir, "--max-inflight-reads", "6", "--grace-period", "30"),
+        tiny_server_args(
+            tiny_model_dir,
+            "--max-inflight-reads",
+            "6",
+            "--grace-period",
+            "30",
+            "--tenant-header",
+            "x-tenant",
+            "--cache-salt-secret",
+            "test-secret",
+        ),
         folder / "limited.log",
     )
     secure = ServerProcess(
@@ -278,6 +288,25 @@ def test_logs_are_json_with_request_ids_and_no_texts(limited: ServerProcess) -> 
     done = [e for e in events if e.get("event") == "request done" and e["method"] == "Classify"]
     assert done and all(len(e["request_id"]) >= 8 and e["code"] for e in done)
     assert secret not in limited.log_path.read_text()
+
+
+def test_tenants_do_not_share_prefix_cache(limited: ServerProcess) -> None:
+    labels = [f"topic_{i}" for i in range(30)]
+    params = ClassifyParams(labels, instruction="Tenant isolation check.", options=FULL)
+
+    def cached(tenant: str, text: str) -> int:
+        request = params.request(text)
+        with Client(limited.target, timeout=60) as client:
+            reply = client.stub.Classify(request, metadata=(("x-tenant", tenant),), timeout=60)
+        return reply.result.usage.cached_prompt_tokens
+
+    cached("tenant-a", "first text of tenant a")
+    # Same tenant, same task: the shared prefix is served from the cache.
+    assert cached("tenant-a", "second text of tenant a") >= 64
+    # Another tenant with the very same task: its first read finds nothing of tenant a's.
+    first_of_b = cached("tenant-b", "first text of tenant b")
+    same_of_a = cached("tenant-a", "first text of tenant b")
+    assert first_of_b < same_of_a
 
 
 # -- TLS -----------------------------------------------------------------------------
