@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -197,6 +198,10 @@ async def serve(settings: ServerSettings) -> int:
         running.exit_code = 1
     else:
         startup.cancel()
+        await shutdown(running, settings.grace_period_s)
+        # The engine is still loading in a worker thread, which cannot be cancelled and
+        # which interpreter exit would wait for; its processes end with ours.
+        os._exit(running.exit_code)
     await shutdown(running, settings.grace_period_s)
     return running.exit_code
 

@@ -183,14 +183,20 @@ def load_texts(dataset: str, seed: int) -> Workload:
 
 
 def build_plan(
-    dataset: str, builder: PromptBuilder, model_path: str, n: int, n_warmup: int, seed: int
+    dataset: str,
+    builder: PromptBuilder,
+    model_path: str,
+    n: int,
+    n_warmup: int,
+    seed: int,
+    mode: Mode = Mode.AUTO,
 ) -> tuple[Plan, Workload, Workload]:
     """The plan, and the measured and warm-up texts as loadtest workloads (same texts)."""
     data = load_texts(dataset, seed)
     if n + n_warmup > len(data.texts):
         raise SystemExit(f"{dataset} has {len(data.texts)} texts; asked {n} + {n_warmup} warm-up")
     prepared = builder.prepare(data.labels)
-    mode = resolve_mode(Mode.AUTO, prepared.label_ids)
+    mode = resolve_mode(mode, prepared.label_ids)
     reads = plan_reads(prepared.label_ids, mode)
     align = any(r.prefix for r in reads)
 
@@ -850,6 +856,7 @@ class Run:
     warm: Workload
     builder: PromptBuilder
     log_dir: Path
+    load_start: float
     results: list[Result] = field(default_factory=list)
     accounting: dict[str, Any] | None = None
 
@@ -888,7 +895,9 @@ def vllm_http_phase(run: Run) -> None:
 
 def run_contender(run: Run, name: str) -> None:
     log(f"{name}: starting")
-    if name == "offline":
+    if name == "labelprob":
+        labelprob_phase(run)
+    elif name == "offline":
         run.results.append(bench_offline(run.plan, run.log_dir))
     elif name == "vllm-http":
         vllm_http_phase(run)
@@ -909,6 +918,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mr")
     p.add_argument("--texts", type=int, default=200, help="measured texts per contender")
     p.add_argument("--concurrency", type=int, default=8, help="callers for the servers")
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default="auto",
+        help="label reads (auto: first_token for mr and bbc, full for hwu)",
+    )
     p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
     p.add_argument(
         "--warmup-texts",
@@ -948,7 +963,8 @@ def print_report(run: Run) -> None:
         f"\n== throughput: {plan['dataset']} ({plan['labels']} labels, mode {plan['mode']}, "
         f"{plan['reads_per_text']} read(s)/text, mean prompt {plan['mean_prompt_tokens']:.0f} "
         f"tokens, shared prefix {plan['shared_prefix_tokens']}), concurrency "
-        f"{run.args.concurrency}, load average {os.getloadavg()[0]:.2f} at the end =="
+        f"{run.args.concurrency}, load average {run.load_start:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end =="
     )
     print(throughput_table(run.results))
     if run.accounting is not None:
@@ -968,22 +984,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="labelprob-bench-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    log(f"load average {os.getloadavg()[0]:.2f} at the start; logs in {log_dir}")
+    load_start = os.getloadavg()[0]  # above the core count: the run was not alone
+    log(f"load average {load_start:.2f} at the start; logs in {log_dir}")
     model_path = str(ensure_embedded_model(default_cache_dir()))
     builder = PromptBuilder(TokenizerEngine(model_path))
     n_warmup = args.warmup_texts if args.warmup_texts is not None else max(8, 2 * args.concurrency)
     plan, measured, warm = build_plan(
-        args.dataset, builder, model_path, args.texts, n_warmup, args.seed
+        args.dataset, builder, model_path, args.texts, n_warmup, args.seed, Mode(args.mode)
     )
-    run = Run(args, plan, measured, warm, builder, log_dir)
+    run = Run(args, plan, measured, warm, builder, log_dir, load_start)
     for name in args.contenders:
         try:
-            if name == "labelprob":
-                log("labelprob: starting")
-                labelprob_phase(run)
-                log("labelprob: done")
-            else:
-                run_contender(run, name)
+            run_contender(run, name)
         except Exception as exc:  # one contender failing should not lose the others' numbers
             log(f"{name}: FAILED: {exc}")
             run.results.append(Result(name, 0, 0.0, errors=1, note=f"failed: {exc}"[:200]))
@@ -991,8 +1003,15 @@ def main(argv: list[str] | None = None) -> int:
         labelprob_phase(run)
     print_report(run)
     if args.json is not None:
-        report = {"args": {k: str(v) for k, v in vars(args).items()}, "plan": plan.describe(),
-                  "results": run.results, "accounting": run.accounting}  # fmt: skip
+        options = {k: v for k, v in vars(args).items() if k not in {"worker", "spec", "out"}}
+        report = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in options.items()},
+            "load_average": {"start": run.load_start, "end": os.getloadavg()[0]},
+            "cores": len(os.sched_getaffinity(0)),
+            "plan": plan.describe(),
+            "results": run.results,
+            "accounting": run.accounting,
+        }
         args.json.write_text(json.dumps(to_json(report), indent=2) + "\n")
     return 0
 
