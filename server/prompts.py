@@ -154,6 +154,25 @@ def render_user_message(
     return task + template.text.format(text=text) + template.question
 
 
+def render_turn(
+    template: Template,
+    user: str,
+    plain_separator: str,
+    answer_prefix: str,
+    chat: ChatRenderer | None,
+) -> tuple[str, bool]:
+    """The user message and the opened answer, through the chat template when there is one.
+
+    Returns the text and whether the tokenizer should add its BOS token (chat templates
+    write their own special tokens).
+    """
+    if template.style == "chat" and chat is not None:
+        messages = [{"role": "system", "content": template.system}] if template.system else []
+        messages.append({"role": "user", "content": user})
+        return chat(messages) + answer_prefix, False
+    return user + plain_separator + answer_prefix, True
+
+
 def render_prompt_parts(
     template: Template,
     instruction: str,
@@ -163,14 +182,7 @@ def render_prompt_parts(
 ) -> PromptParts:
     """Renders the task around a text sentinel and splits it into prefix and suffix."""
     user = render_user_message(template, instruction, labels, examples, TEXT_SENTINEL)
-    if template.style == "chat" and chat is not None:
-        messages = [{"role": "system", "content": template.system}] if template.system else []
-        messages.append({"role": "user", "content": user})
-        rendered = chat(messages) + template.answer_prefix
-        add_special_tokens = False
-    else:
-        rendered = user + template.answer_prefix
-        add_special_tokens = True
+    rendered, add_special_tokens = render_turn(template, user, "", template.answer_prefix, chat)
     prefix, found, suffix = rendered.partition(TEXT_SENTINEL)
     if not found or TEXT_SENTINEL in suffix:
         raise InvalidArgument(
@@ -199,14 +211,9 @@ def render_multi_label_parts(
     user = template.multi_label_task.format(
         instruction=instruction or DEFAULT_MULTI_LABEL_INSTRUCTION, text=TEXT_SENTINEL
     ) + template.multi_label_question.format(label=LABEL_SENTINEL)
-    if template.style == "chat" and chat is not None:
-        messages = [{"role": "system", "content": template.system}] if template.system else []
-        messages.append({"role": "user", "content": user})
-        rendered = chat(messages) + template.multi_label_answer_prefix
-        add_special_tokens = False
-    else:
-        rendered = user + "\n" + template.multi_label_answer_prefix
-        add_special_tokens = True
+    rendered, add_special_tokens = render_turn(
+        template, user, "\n", template.multi_label_answer_prefix, chat
+    )
     head, found_text, rest = rendered.partition(TEXT_SENTINEL)
     middle, found_label, tail = rest.partition(LABEL_SENTINEL)
     if not (found_text and found_label):

@@ -7,34 +7,21 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from labelprob.client import ClassifyParams, Client
 from labelprob.server.prompts import LabelSpec, load_templates, render_prompt_parts
 from labelprob.v1 import classifier_pb2 as pb
 from tests import oracle
 from tests.conftest import TEST_TEMPLATES
+from tests.test_errors import violations
 
 pytestmark = pytest.mark.engine
 
 LABELS = ["positive", "negative", "neutral"]
 BARE = load_templates(TEST_TEMPLATES)["bare"]
 PLAIN = pb.ScoringOptions(template="plain", calibration=pb.CALIBRATION_NONE)
-
-
-def field_violations(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)
-    assert status is not None, "error has no rich status"
-    fields = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields += [v.field for v in bad.field_violations]
-    return fields
 
 
 def test_model_info(tiny_client: Client, tiny_model_dir: Path) -> None:
@@ -165,7 +152,7 @@ def test_bad_requests_name_the_field(
     with pytest.raises(grpc.RpcError) as err:
         tiny_client.stub.Classify(request_, timeout=30)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(err.value) == [field]
+    assert violations(err.value) == [field]
     # The server keeps serving.
     assert tiny_client.classify("still fine", ClassifyParams(LABELS, options=PLAIN)).top_label
 
