@@ -33,6 +33,9 @@ from labelprob.server.prompts import (
 from labelprob.server.scoring import Calibration, Decision, LengthNorm, Thresholds
 
 DEFAULT_CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+PLANNED_MODES = (Mode.FIRST_TOKEN, Mode.FULL)
+# Calibration vectors kept (per task, input, mode, tenant); the oldest go first.
+MAX_CALIBRATION_ENTRIES = 4096
 
 
 class ReadEngine(Protocol):
@@ -156,10 +159,18 @@ class PreparedTask:
     prefix_ids: tuple[int, ...]
     suffix_ids: tuple[int, ...]
     label_ids: tuple[TokenIds, ...]
+    label_token_texts: tuple[tuple[str, ...], ...]  # decoded once, not per response
+    auto_mode: Mode  # what AUTO resolves to for these labels
+    reads: dict[Mode, tuple[Read, ...]]  # the read plan of each concrete mode
 
     @property
     def longest_label(self) -> int:
         return max(len(ids) for ids in self.label_ids)
+
+    def plan(self, mode: Mode) -> tuple[Mode, tuple[Read, ...]]:
+        """The concrete mode (AUTO resolved) and its reads."""
+        concrete = self.auto_mode if mode is Mode.AUTO else mode
+        return concrete, self.reads[concrete]
 
 
 @dataclass(frozen=True)
@@ -228,7 +239,16 @@ class Classifier:
             label_ids.append(ids)
         if len(set(label_ids)) != len(label_ids):
             raise InvalidArgument("labels", "two labels tokenize to the same tokens")
-        return PreparedTask(parts, prefix_ids, suffix_ids, tuple(label_ids))
+        decode = self.engine.decode_token
+        return PreparedTask(
+            parts,
+            prefix_ids,
+            suffix_ids,
+            tuple(label_ids),
+            label_token_texts=tuple(tuple(decode(t) for t in ids) for ids in label_ids),
+            auto_mode=label_plan.resolve_mode(Mode.AUTO, label_ids),
+            reads={m: tuple(label_plan.plan_reads(label_ids, m)) for m in PLANNED_MODES},
+        )
 
     def _prepare_multi_label(self, task: Task) -> PreparedMultiLabel:
         template = self.template_for(task.template)
@@ -252,6 +272,29 @@ class Classifier:
         head = tuple(encode(parts.head, parts.add_special_tokens))
         return PreparedMultiLabel(head, tails, yes_ids, no_ids, reads)
 
+    def truncates(self, options: Options) -> bool:
+        return self.default_truncate if options.truncate is None else options.truncate
+
+    def fit_text(self, text: str, reserved: int, truncate: bool) -> tuple[list[int], bool]:
+        """The text's tokens in what the context leaves after ``reserved`` tokens: cut to
+        fit or rejected; InvalidArgument on ``labels`` when the task alone fills it."""
+        text_ids = self.engine.encode(text)
+        budget = self.engine.max_model_len - reserved
+        if budget <= 0:
+            raise InvalidArgument(
+                "labels",
+                f"instruction, labels and examples take {reserved} tokens; "
+                f"the context holds {self.engine.max_model_len}",
+            )
+        truncated = len(text_ids) > budget
+        if truncated and not truncate:
+            raise InvalidArgument(
+                "text",
+                f"text is {len(text_ids)} tokens; at most {budget} fit with this task "
+                "(set options.truncation to TRUNCATE to cut it)",
+            )
+        return text_ids[:budget], truncated
+
     def prompt_ids(
         self, prepared: PreparedTask, text: str, truncate: bool, align: bool = False
     ) -> tuple[list[int], bool]:
@@ -260,26 +303,12 @@ class Classifier:
         With ``align``, newlines after the text end the prompt on a KV-block boundary,
         so that the deeper reads of a label trie recompute only their own tokens.
         """
-        text_ids = self.engine.encode(text)
         fixed = len(prepared.prefix_ids) + len(prepared.suffix_ids)
         # The deepest read is prompt + (longest label - 1) tokens, and it needs one slot to read.
         reserve = self.align_block if align else 0
-        budget = self.engine.max_model_len - fixed - prepared.longest_label - reserve
-        if budget <= 0:
-            raise InvalidArgument(
-                "labels",
-                f"instruction, labels and examples take {fixed} tokens; "
-                f"the context holds {self.engine.max_model_len}",
-            )
-        truncated = len(text_ids) > budget
-        if truncated:
-            if not truncate:
-                raise InvalidArgument(
-                    "text",
-                    f"text is {len(text_ids)} tokens; at most {budget} fit with this task "
-                    "(set options.truncation to TRUNCATE to cut it)",
-                )
-            text_ids = text_ids[:budget]
+        text_ids, truncated = self.fit_text(
+            text, fixed + prepared.longest_label + reserve, truncate
+        )
         pad = label_plan.block_padding(len(text_ids) + fixed, self.align_block) if align else 0
         return [
             *prepared.prefix_ids,
@@ -345,11 +374,11 @@ class Classifier:
         self, prepared: PreparedTask, text: str, options: Options, admit: bool = True
     ) -> RawScores:
         """One text's raw label log-probs. ``admit=False``: the caller holds the queue places."""
-        truncate = self.default_truncate if options.truncate is None else options.truncate
-        mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
-        reads = label_plan.plan_reads(prepared.label_ids, mode)
+        mode, reads = prepared.plan(options.mode)
         deeper_reads = any(r.prefix for r in reads)
-        prompt_ids, truncated = self.prompt_ids(prepared, text, truncate, align=deeper_reads)
+        prompt_ids, truncated = self.prompt_ids(
+            prepared, text, self.truncates(options), align=deeper_reads
+        )
         places = self.reads_per_text(reads, options.top_alternatives) if admit else 0
         with self.admitted(places):
             merged, top, usage = await self._run_reads(
@@ -366,12 +395,14 @@ class Classifier:
         if future is None or (future.done() and future.exception() is not None):
             future = asyncio.ensure_future(compute())
             self._calibration_cache[key] = future
+            if len(self._calibration_cache) > MAX_CALIBRATION_ENTRIES:
+                del self._calibration_cache[next(iter(self._calibration_cache))]
         return list(await asyncio.shield(future))
 
     async def _text_scores(
         self, prepared: PreparedTask, text: str, options: Options, mode: Mode
     ) -> list[float]:
-        raw = await self.raw_scores(prepared, text, _with(options, mode=mode, top_alternatives=0))
+        raw = await self.raw_scores(prepared, text, replace(options, mode=mode, top_alternatives=0))
         return [scoring.length_normalized(t, options.length_norm) for t in raw.token_logprobs]
 
     async def content_free_scores(
@@ -407,18 +438,8 @@ class Classifier:
         self, prepared: PreparedMultiLabel, text: str, options: Options
     ) -> tuple[list[float], list[tuple[float, float]], Usage, bool]:
         """One yes/no read per label; the first fills the prefix cache with the text."""
-        truncate = self.default_truncate if options.truncate is None else options.truncate
-        text_ids = self.engine.encode(text)
-        budget = (
-            self.engine.max_model_len
-            - len(prepared.head_ids)
-            - max(len(t) for t in prepared.label_tails)
-            - 1
-        )
-        truncated = len(text_ids) > budget
-        if truncated and not truncate:
-            raise InvalidArgument("text", f"text is {len(text_ids)} tokens; at most {budget} fit")
-        text_ids = text_ids[: max(budget, 0)]
+        reserved = len(prepared.head_ids) + max(len(t) for t in prepared.label_tails) + 1
+        text_ids, truncated = self.fit_text(text, reserved, self.truncates(options))
         shared = [*prepared.head_ids, *text_ids]
         answers = [*prepared.yes_ids, *prepared.no_ids]
         usage = Usage()
@@ -589,8 +610,7 @@ class Classifier:
             options.calibration or self.default_calibration, len(texts)
         )
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
-        mode = label_plan.resolve_mode(options.mode, prepared.label_ids)
-        reads = label_plan.plan_reads(prepared.label_ids, mode)
+        _, reads = prepared.plan(options.mode)
         with self.admitted(len(texts) * self.reads_per_text(reads, options.top_alternatives)):
             raws = await asyncio.gather(
                 *(self.raw_scores(prepared, t, options, admit=False) for t in texts)
@@ -601,7 +621,7 @@ class Classifier:
         ]
         calibrated = await self._calibrate(task, prepared, options, calibration, raws, scores)
         return [
-            self._result(task, raw, s, c, calibration, options)
+            self._result(task, prepared, raw, s, c, calibration, options)
             for raw, s, c in zip(raws, scores, calibrated, strict=True)
         ]
 
@@ -631,13 +651,13 @@ class Classifier:
     def _result(
         self,
         task: Task,
+        prepared: PreparedTask,
         raw: RawScores,
         scores: list[float],
         calibrated: list[float],
         calibration: Calibration,
         options: Options,
     ) -> Classification:
-        prepared = self.prepare(task)
         raw_logprobs = [scoring.sequence_logprob(t) for t in raw.token_logprobs]
         uncalibrated = scoring.softmax(scores)
         probabilities = scoring.softmax(calibrated)
@@ -649,8 +669,13 @@ class Classifier:
                 probability=probabilities[i],
                 logprob=raw_logprobs[i],
                 tokens=tuple(
-                    TokenScore(tid, decode(tid), lp)
-                    for tid, lp in zip(prepared.label_ids[i], raw.token_logprobs[i], strict=False)
+                    TokenScore(tid, text, lp)
+                    for tid, text, lp in zip(
+                        prepared.label_ids[i],
+                        prepared.label_token_texts[i],
+                        raw.token_logprobs[i],
+                        strict=False,
+                    )
                 ),
                 uncalibrated_probability=uncalibrated[i],
                 score=calibrated[i],
@@ -675,7 +700,3 @@ class Classifier:
             calibration=calibration,
             truncated=raw.truncated,
         )
-
-
-def _with(options: Options, **changes: object) -> Options:
-    return replace(options, **changes)

@@ -149,8 +149,6 @@ class Engine:
         try:
             async for output in self._llm.generate(engine_input, params, request_id):  # type: ignore[attr-defined]
                 final = output
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             if self.errored:
                 raise EngineUnavailable(f"engine is not running: {exc}") from exc

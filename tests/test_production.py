@@ -191,23 +191,29 @@ def mtls(dedicated: dict[str, object]) -> tuple[ServerProcess, dict[str, Path]]:
 
 # -- overload and deadlines ----------------------------------------------------------
 
+# One FIRST_TOKEN read a request: the unit the admission bound counts.
+ONE_READ = ClassifyParams(
+    ["yes", "no"],
+    options=pb.ScoringOptions(mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE),
+)
+
+
+def burst(server: ServerProcess, n: int, text: str, retries: bool) -> list[object]:
+    """n concurrent one-read requests; results or the RPC errors, in order."""
+
+    async def send() -> list[object]:
+        async with AsyncClient(server.target, timeout=120, retries=retries) as client:
+            calls = [client.classify(f"{text} {i} " * 20, ONE_READ) for i in range(n)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+    return asyncio.run(send())
+
 
 def test_overload_gets_resource_exhausted_at_once_and_admitted_requests_succeed(
     limited: ServerProcess,
 ) -> None:
-    async def burst() -> list[object]:
-        async with AsyncClient(limited.target, timeout=120, retries=False) as client:
-            # One read a request; the server's queue holds 6 reads.
-            params = ClassifyParams(
-                ["yes", "no"],
-                options=pb.ScoringOptions(
-                    mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
-                ),
-            )
-            calls = [client.classify(f"set an alarm number {i} " * 20, params) for i in range(24)]
-            return await asyncio.gather(*calls, return_exceptions=True)
-
-    results = asyncio.run(burst())
+    # One read a request; the server's queue holds 6 reads.
+    results = burst(limited, 24, "set an alarm number", retries=False)
     ok = [r for r in results if isinstance(r, pb.Classification)]
     rejected = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
     assert len(ok) + len(rejected) == 24, [r for r in results if r not in ok + rejected]
@@ -222,19 +228,8 @@ def test_overload_gets_resource_exhausted_at_once_and_admitted_requests_succeed(
 
 
 def test_client_retries_carry_a_burst_through_overload(limited: ServerProcess) -> None:
-    async def burst() -> list[object]:
-        # The client's gRPC retry policy waits out the server's pushback and tries again.
-        async with AsyncClient(limited.target, timeout=120) as client:
-            params = ClassifyParams(
-                ["yes", "no"],
-                options=pb.ScoringOptions(
-                    mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
-                ),
-            )
-            calls = [client.classify(f"retry me {i} " * 20, params) for i in range(12)]
-            return await asyncio.gather(*calls, return_exceptions=True)
-
-    results = asyncio.run(burst())
+    # The client's gRPC retry policy waits out the server's pushback and tries again.
+    results = burst(limited, 12, "retry me", retries=True)
     assert all(isinstance(r, pb.Classification) for r in results), results
 
 
@@ -334,14 +329,9 @@ def test_mutual_tls_requires_a_client_certificate(mtls) -> None:
 def test_sigterm_under_load_loses_no_request(limited: ServerProcess) -> None:
     async def load_then_term() -> tuple[list[object], list[int]]:
         async with AsyncClient(limited.target, timeout=120) as client:
-            params = ClassifyParams(
-                ["yes", "no"],
-                options=pb.ScoringOptions(
-                    mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
-                ),
-            )
             calls = [
-                asyncio.ensure_future(client.classify(f"text {i} " * 50, params)) for i in range(5)
+                asyncio.ensure_future(client.classify(f"text {i} " * 50, ONE_READ))
+                for i in range(5)
             ]
             await asyncio.sleep(0.05)  # the calls are in flight
             assert limited.process is not None
