@@ -19,6 +19,7 @@ MODES = {
     "auto": pb.SCORING_MODE_AUTO,
     "first_token": pb.SCORING_MODE_FIRST_TOKEN,
     "full": pb.SCORING_MODE_FULL,
+    "pruned": pb.SCORING_MODE_PRUNED,
 }
 CALIBRATIONS = {
     "default": pb.CALIBRATION_UNSPECIFIED,

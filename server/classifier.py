@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -33,6 +33,8 @@ from labelprob.server.prompts import (
 from labelprob.server.scoring import Calibration, Decision, LengthNorm, Thresholds
 
 DEFAULT_CONTENT_FREE_INPUTS = ("N/A", "", "[MASK]")
+# A label's comparable score from its index and log-probability (PRUNED's branch and bound).
+Rank = Callable[[int, float], float]
 PLANNED_MODES = (Mode.FIRST_TOKEN, Mode.FULL)
 # Calibration vectors kept (per task, input, mode, tenant); the oldest go first.
 MAX_CALIBRATION_ENTRIES = 4096
@@ -112,6 +114,7 @@ class LabelResult:
     tokens: tuple[TokenScore, ...]
     uncalibrated_probability: float
     score: float
+    estimated: bool = False  # PRUNED: logprob estimated from the first token, branch unread
 
 
 @dataclass(frozen=True)
@@ -161,16 +164,22 @@ class PreparedTask:
     label_ids: tuple[TokenIds, ...]
     label_token_texts: tuple[tuple[str, ...], ...]  # decoded once, not per response
     auto_mode: Mode  # what AUTO resolves to for these labels
-    reads: dict[Mode, tuple[Read, ...]]  # the read plan of each concrete mode
+    reads: dict[Mode, tuple[Read, ...]]  # the read plan of FIRST_TOKEN and FULL
+    branches: dict[int, tuple[Read, ...]]  # FULL's deeper reads by first token (PRUNED)
 
     @property
     def longest_label(self) -> int:
         return max(len(ids) for ids in self.label_ids)
 
     def plan(self, mode: Mode) -> tuple[Mode, tuple[Read, ...]]:
-        """The concrete mode (AUTO resolved) and its reads."""
+        """The concrete mode (AUTO resolved) and its reads; for PRUNED, the most it may
+        read (FULL's reads), which is what it is admitted for."""
         concrete = self.auto_mode if mode is Mode.AUTO else mode
-        return concrete, self.reads[concrete]
+        return concrete, self.reads[Mode.FULL if concrete is Mode.PRUNED else concrete]
+
+    @property
+    def roots(self) -> tuple[Read, ...]:
+        return tuple(r for r in self.reads[Mode.FULL] if not r.prefix)
 
 
 @dataclass(frozen=True)
@@ -182,6 +191,19 @@ class RawScores:
     usage: Usage
     mode: Mode
     truncated: bool
+    # PRUNED: sequence log-prob estimates of the labels whose branch was not read.
+    estimates: dict[int, float] = field(default_factory=dict)
+
+    def logprob(self, i: int) -> float:
+        """Label ``i``'s sequence log-probability (estimated when its branch was not read)."""
+        if i in self.estimates:
+            return self.estimates[i]
+        return scoring.sequence_logprob(self.token_logprobs[i])
+
+
+def exact_mode(mode: Mode) -> Mode:
+    """The mode calibration vectors are read in: PRUNED's are FULL's (read once per task)."""
+    return Mode.FULL if mode is Mode.PRUNED else mode
 
 
 class Classifier:
@@ -240,6 +262,7 @@ class Classifier:
         if len(set(label_ids)) != len(label_ids):
             raise InvalidArgument("labels", "two labels tokenize to the same tokens")
         decode = self.engine.decode_token
+        reads = {m: tuple(label_plan.plan_reads(label_ids, m)) for m in PLANNED_MODES}
         return PreparedTask(
             parts,
             prefix_ids,
@@ -247,7 +270,8 @@ class Classifier:
             tuple(label_ids),
             label_token_texts=tuple(tuple(decode(t) for t in ids) for ids in label_ids),
             auto_mode=label_plan.resolve_mode(Mode.AUTO, label_ids),
-            reads={m: tuple(label_plan.plan_reads(label_ids, m)) for m in PLANNED_MODES},
+            reads=reads,
+            branches=label_plan.branch_reads(reads[Mode.FULL]),
         )
 
     def _prepare_multi_label(self, task: Task) -> PreparedMultiLabel:
@@ -343,49 +367,114 @@ class Classifier:
             self.inflight_reads -= n_reads
 
     async def _run_reads(
-        self, prompt_ids: list[int], reads: list[Read], top_k: int, salt: str | None
+        self,
+        prompt_ids: list[int],
+        prepared: PreparedTask,
+        mode: Mode,
+        top_k: int,
+        salt: str | None,
+        rank: Rank,
     ) -> tuple[dict[TokenIds, dict[int, float]], list[tuple[int, float]], Usage]:
-        """Root reads first (they fill the prefix cache), then the deeper ones at once."""
+        """Root reads first (they fill the prefix cache), then the deeper ones: all of them
+        at once for FULL, the branches branch and bound picks for PRUNED."""
         usage = Usage()
+        merged: dict[TokenIds, dict[int, float]] = {}
 
-        async def run(read: Read, k: int = 0) -> tuple[Read, ReadResult]:
+        async def run(read: Read, k: int = 0) -> ReadResult:
             result = await self.engine.read(
                 [*prompt_ids, *read.prefix], read.candidates, top_k=k, cache_salt=salt
             )
             usage.add(Usage(result.prompt_tokens, result.cached_tokens, 1))
-            return read, result
+            if read.candidates:
+                merged.setdefault(read.prefix, {}).update(result.logprobs)
+            return result
 
-        roots = [r for r in reads if not r.prefix]
-        first = await asyncio.gather(*(run(r) for r in roots))
-        pending = [run(r) for r in reads if r.prefix]
+        async def run_all(reads: Sequence[Read]) -> None:
+            await asyncio.gather(*(run(r) for r in reads))
+
+        _, reads = prepared.plan(mode)
+        first = await asyncio.gather(*(run(r) for r in prepared.roots))
+        if mode is Mode.PRUNED:
+            deeper = self._read_branches(prepared, merged, rank, run_all)
+        else:
+            deeper = run_all([r for r in reads if r.prefix])
         # The root read's sampled token is the top-1 alternative for free; k > 1 needs its own.
         if top_k > 1:
-            pending.append(run(Read((), ()), top_k))
-        rest = list(await asyncio.gather(*pending))
-        top = rest.pop()[1].top if top_k > 1 else first[0][1].top
-        merged = label_plan.merge_reads([(read, res.logprobs) for read, res in [*first, *rest]])
-        return merged, top, usage
+            _, top_read = await asyncio.gather(deeper, run(Read((), ()), top_k))
+            return merged, top_read.top, usage
+        await deeper
+        return merged, first[0].top, usage
+
+    @staticmethod
+    async def _read_branches(
+        prepared: PreparedTask,
+        merged: dict[TokenIds, dict[int, float]],
+        rank: Rank,
+        run_all: Callable[[Sequence[Read]], Awaitable[None]],
+    ) -> None:
+        """PRUNED after the root: the branch with the best bound first (it often settles the
+        top label alone), then every branch that could still outscore the best exact label.
+        Each wave reads whole branches; at most two are needed."""
+        unread = dict(prepared.branches)
+        first_wave = True
+        while todo := label_plan.branches_to_read(prepared.label_ids, merged, unread, rank):
+            if first_wave:
+                todo, first_wave = todo[:1], False
+            await run_all([read for token in todo for read in unread.pop(token)])
 
     @staticmethod
     def reads_per_text(reads: list[Read], top_k: int) -> int:
         return len(reads) + (1 if top_k > 1 else 0)
 
     async def raw_scores(
-        self, prepared: PreparedTask, text: str, options: Options, admit: bool = True
+        self,
+        prepared: PreparedTask,
+        text: str,
+        options: Options,
+        admit: bool = True,
+        offsets: Sequence[float] | None = None,
     ) -> RawScores:
-        """One text's raw label log-probs. ``admit=False``: the caller holds the queue places."""
+        """One text's raw label log-probs. ``admit=False``: the caller holds the queue places.
+        ``offsets``: what calibration will subtract from each label's score, so that
+        PRUNED's bounds rank labels as the final scores will (zeros when None)."""
         mode, reads = prepared.plan(options.mode)
         deeper_reads = any(r.prefix for r in reads)
         prompt_ids, truncated = self.prompt_ids(
             prepared, text, self.truncates(options), align=deeper_reads
         )
         places = self.reads_per_text(reads, options.top_alternatives) if admit else 0
+        lengths = [len(ids) for ids in prepared.label_ids]
+        shift = offsets or [0.0] * len(lengths)
+
+        def rank(i: int, logprob: float) -> float:
+            return scoring.normalized(logprob, lengths[i], options.length_norm) - shift[i]
+
         with self.admitted(places):
             merged, top, usage = await self._run_reads(
-                prompt_ids, reads, options.top_alternatives, options.cache_salt
+                prompt_ids,
+                prepared,
+                mode,
+                options.top_alternatives,
+                options.cache_salt,
+                rank,
             )
+        if mode is Mode.PRUNED:
+            token_logprobs, estimates = label_plan.estimated_logprobs(prepared.label_ids, merged)
+            return RawScores(token_logprobs, top, usage, mode, truncated, estimates)
         token_logprobs = label_plan.label_token_logprobs(prepared.label_ids, mode, merged)
         return RawScores(token_logprobs, top, usage, mode, truncated)
+
+    @staticmethod
+    def label_scores(prepared: PreparedTask, raw: RawScores, norm: LengthNorm) -> list[float]:
+        """Each label's length-normalized score (an estimate's length is its label's)."""
+        return [
+            scoring.normalized(
+                raw.logprob(i),
+                len(ids) if i in raw.estimates else len(raw.token_logprobs[i]),
+                norm,
+            )
+            for i, ids in enumerate(prepared.label_ids)
+        ]
 
     # -- calibration -------------------------------------------------------------
 
@@ -403,7 +492,7 @@ class Classifier:
         self, prepared: PreparedTask, text: str, options: Options, mode: Mode
     ) -> list[float]:
         raw = await self.raw_scores(prepared, text, replace(options, mode=mode, top_alternatives=0))
-        return [scoring.length_normalized(t, options.length_norm) for t in raw.token_logprobs]
+        return self.label_scores(prepared, raw, options.length_norm)
 
     async def content_free_scores(
         self, task: Task, prepared: PreparedTask, options: Options, mode: Mode
@@ -610,15 +699,15 @@ class Classifier:
             options.calibration or self.default_calibration, len(texts)
         )
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
-        _, reads = prepared.plan(options.mode)
+        mode, reads = prepared.plan(options.mode)
+        offsets = None
+        if mode is Mode.PRUNED:  # before admission: the vectors' own reads admit themselves
+            offsets = await self._calibration_offsets(task, prepared, options, calibration)
         with self.admitted(len(texts) * self.reads_per_text(reads, options.top_alternatives)):
             raws = await asyncio.gather(
-                *(self.raw_scores(prepared, t, options, admit=False) for t in texts)
+                *(self.raw_scores(prepared, t, options, False, offsets) for t in texts)
             )
-        scores = [
-            [scoring.length_normalized(t, options.length_norm) for t in raw.token_logprobs]
-            for raw in raws
-        ]
+        scores = [self.label_scores(prepared, raw, options.length_norm) for raw in raws]
         calibrated = await self._calibrate(task, prepared, options, calibration, raws, scores)
         return [
             self._result(task, prepared, raw, s, c, calibration, options)
@@ -640,13 +729,27 @@ class Classifier:
             return scoring.batch_calibrated(scores)
         out = []
         for raw, row in zip(raws, scores, strict=True):
+            mode = exact_mode(raw.mode)
             if calibration is Calibration.CONTEXTUAL:
-                cf = await self.content_free_scores(task, prepared, options, raw.mode)
+                cf = await self.content_free_scores(task, prepared, options, mode)
                 out.append(scoring.contextual_calibrated(row, cf))
             else:
-                premise = await self.premise_scores(task, prepared, options, raw.mode)
+                premise = await self.premise_scores(task, prepared, options, mode)
                 out.append(scoring.pmi_calibrated(row, premise))
         return out
+
+    async def _calibration_offsets(
+        self, task: Task, prepared: PreparedTask, options: Options, calibration: Calibration
+    ) -> list[float] | None:
+        """What calibration subtracts from each label's score, up to a constant: known
+        before any text is read for contextual and domain-PMI calibration (per task, cached),
+        not for batch calibration, which depends on the whole batch's scores."""
+        if calibration is Calibration.CONTEXTUAL:
+            cf = await self.content_free_scores(task, prepared, options, Mode.FULL)
+            return scoring.contextual_log_prior(cf)
+        if calibration is Calibration.DOMAIN_PMI:
+            return await self.premise_scores(task, prepared, options, Mode.FULL)
+        return None
 
     def _result(
         self,
@@ -658,7 +761,7 @@ class Classifier:
         calibration: Calibration,
         options: Options,
     ) -> Classification:
-        raw_logprobs = [scoring.sequence_logprob(t) for t in raw.token_logprobs]
+        raw_logprobs = [raw.logprob(i) for i in range(len(raw.token_logprobs))]
         uncalibrated = scoring.softmax(scores)
         probabilities = scoring.softmax(calibrated)
         sig = scoring.signals(probabilities, raw_logprobs)
@@ -679,6 +782,7 @@ class Classifier:
                 ),
                 uncalibrated_probability=uncalibrated[i],
                 score=calibrated[i],
+                estimated=i in raw.estimates,
             )
             for i, label in enumerate(task.labels)
         )

@@ -4,12 +4,16 @@ A read is one forward pass over ``prompt + prefix`` that returns the
 full-vocabulary log-probabilities of chosen next tokens (``candidates``).
 FIRST_TOKEN needs one read; FULL reads every internal node of the labels'
 token trie, which gives each label's exact sequence log-probability by the
-chain rule. Nothing here imports vLLM or grpc.
+chain rule. PRUNED reads the root, then only the first-token branches whose
+labels could still outscore the best label known exactly (branch and bound):
+its top label is FULL's, at a fraction of FULL's reads. Nothing here imports
+vLLM or grpc.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +28,7 @@ class Mode(enum.Enum):
     AUTO = "auto"
     FIRST_TOKEN = "first_token"
     FULL = "full"
+    PRUNED = "pruned"
 
 
 @dataclass(frozen=True)
@@ -72,9 +77,10 @@ def resolve_mode(mode: Mode, label_ids: Sequence[TokenIds]) -> Mode:
 
 
 def plan_reads(label_ids: Sequence[TokenIds], mode: Mode) -> list[Read]:
-    """The reads a mode needs: the root for FIRST_TOKEN, every internal trie node for FULL."""
-    if mode is Mode.AUTO:
-        raise ValueError("resolve AUTO before planning reads")
+    """The reads a mode needs: the root for FIRST_TOKEN, every internal trie node for FULL
+    (PRUNED does a subset of FULL's, chosen per text: see ``branches_to_read``)."""
+    if mode is Mode.AUTO or mode is Mode.PRUNED:
+        raise ValueError(f"{mode.value} has no fixed read plan")
     children: dict[TokenIds, set[int]] = {}
     for ids in label_ids:
         depth = 1 if mode is Mode.FIRST_TOKEN else len(ids)
@@ -101,6 +107,83 @@ def label_token_logprobs(
         depth = 1 if mode is Mode.FIRST_TOKEN else len(ids)
         out.append([read_logprobs[tuple(ids[:i])][ids[i]] for i in range(depth)])
     return out
+
+
+def branch_reads(reads: Sequence[Read]) -> dict[int, tuple[Read, ...]]:
+    """FULL's deeper reads grouped by the first token they extend: PRUNED's units of work.
+
+    A first token with no entry needs no read beyond the root: its only label is that token.
+    """
+    out: dict[int, list[Read]] = {}
+    for read in reads:
+        if read.prefix:
+            out.setdefault(read.prefix[0], []).append(read)
+    return {token: tuple(group) for token, group in out.items()}
+
+
+def known_logprob(
+    ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
+) -> float | None:
+    """A label's exact sequence log-probability, or None while a prefix of it is unread."""
+    total = []
+    for i in range(len(ids)):
+        row = read_logprobs.get(tuple(ids[:i]))
+        if row is None or ids[i] not in row:
+            return None
+        total.append(row[ids[i]])
+    return math.fsum(total)
+
+
+def branches_to_read(
+    label_ids: Sequence[TokenIds],
+    read_logprobs: Mapping[TokenIds, Mapping[int, float]],
+    readable: Mapping[int, object],
+    score: Callable[[int, float], float],
+) -> list[int]:
+    """First-token branches (best bound first) whose labels could still outscore the best
+    label known exactly: the branch and bound step of PRUNED.
+
+    ``score(i, logprob)`` turns label ``i``'s log-probability into what is ranked (length
+    normalization, calibration offset); it must not decrease as the log-probability grows.
+    A label's log-probability is at most its first token's (the rest only multiplies by
+    probabilities <= 1), so the first token bounds every label of a branch still unread.
+    ``readable`` holds the branches that have reads left (``branch_reads`` of the unread).
+    """
+    root = read_logprobs[()]
+    best_known = -math.inf
+    bounds: dict[int, float] = {}
+    for i, ids in enumerate(label_ids):
+        exact = known_logprob(ids, read_logprobs)
+        if exact is not None:
+            best_known = max(best_known, score(i, exact))
+        elif ids[0] in readable:
+            bound = score(i, root[ids[0]])
+            bounds[ids[0]] = max(bounds.get(ids[0], -math.inf), bound)
+    ranked = sorted(bounds, key=bounds.__getitem__, reverse=True)
+    return [token for token in ranked if bounds[token] > best_known]
+
+
+def estimated_logprobs(
+    label_ids: Sequence[TokenIds], read_logprobs: Mapping[TokenIds, Mapping[int, float]]
+) -> tuple[list[list[float]], dict[int, float]]:
+    """Per-token log-probs of every label, and estimates for the labels left unread.
+
+    A read label gets its exact chain; an unread one gets its first token only, and its
+    sequence log-probability is estimated as that first token's probability shared evenly
+    by the labels that start with it (what is known: together they hold at most that much).
+    """
+    root = read_logprobs[()]
+    sharing: dict[int, int] = {}
+    for ids in label_ids:
+        sharing[ids[0]] = sharing.get(ids[0], 0) + 1
+    tokens, estimates = [], {}
+    for i, ids in enumerate(label_ids):
+        if known_logprob(ids, read_logprobs) is not None:
+            tokens.append([read_logprobs[tuple(ids[:k])][ids[k]] for k in range(len(ids))])
+        else:
+            tokens.append([root[ids[0]]])
+            estimates[i] = root[ids[0]] - math.log(sharing[ids[0]])
+    return tokens, estimates
 
 
 def merge_reads(

@@ -74,11 +74,15 @@ def sequence_logprob(token_logprobs: Sequence[float]) -> float:
     return math.fsum(token_logprobs)
 
 
-def length_normalized(token_logprobs: Sequence[float], norm: LengthNorm) -> float:
-    total = sequence_logprob(token_logprobs)
+def normalized(logprob: float, n_tokens: int, norm: LengthNorm) -> float:
+    """A label's score from its sequence log-probability: the sum, or the mean per token."""
     if norm is LengthNorm.MEAN:
-        return total / max(len(token_logprobs), 1)
-    return total
+        return logprob / max(n_tokens, 1)
+    return logprob
+
+
+def length_normalized(token_logprobs: Sequence[float], norm: LengthNorm) -> float:
+    return normalized(sequence_logprob(token_logprobs), len(token_logprobs), norm)
 
 
 def logsumexp(values: Sequence[float]) -> float:
@@ -144,13 +148,17 @@ def contextual_calibrated(
     normalized distributions are averaged, and the text's distribution is
     divided by it (a subtraction in log space), which cancels the prior bias.
     """
-    n = len(scores)
-    mean_prior = [0.0] * n
+    log_prior = contextual_log_prior(content_free)
+    return [s - lp for s, lp in zip(log_normalize(scores), log_prior, strict=True)]
+
+
+def contextual_log_prior(content_free: Sequence[Sequence[float]]) -> list[float]:
+    """Log of the mean normalized label distribution over the content-free inputs."""
+    mean_prior = [0.0] * len(content_free[0])
     for row in content_free:
         for i, p in enumerate(softmax(row)):
             mean_prior[i] += p / len(content_free)
-    log_prior = [math.log(max(p, 1e-12)) for p in mean_prior]
-    return [s - lp for s, lp in zip(log_normalize(scores), log_prior, strict=True)]
+    return [math.log(max(p, 1e-12)) for p in mean_prior]
 
 
 def pmi_calibrated(scores: Sequence[float], premise_scores: Sequence[float]) -> list[float]:

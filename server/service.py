@@ -48,6 +48,7 @@ MODES_OUT = {
     Mode.AUTO: pb.SCORING_MODE_AUTO,
     Mode.FIRST_TOKEN: pb.SCORING_MODE_FIRST_TOKEN,
     Mode.FULL: pb.SCORING_MODE_FULL,
+    Mode.PRUNED: pb.SCORING_MODE_PRUNED,
 }
 CALIBRATIONS_OUT = {c: k for k, c in v.CALIBRATIONS.items() if c is not None}
 DECISIONS_OUT = {
@@ -77,6 +78,7 @@ def classification_to_proto(c: Classification) -> pb.Classification:
                 tokens=[_token(t) for t in lb.tokens],
                 uncalibrated_probability=lb.uncalibrated_probability,
                 score=lb.score,
+                estimated=lb.estimated,
             )
             for lb in c.labels
         ],

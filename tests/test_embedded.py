@@ -117,3 +117,72 @@ def test_hwu64_sixty_four_multi_token_labels(embedded_client: Client, hwu64) -> 
             assert lf.logprob <= lf.tokens[0].logprob + 1e-9
             assert lf.tokens[0].token_id == l1.tokens[0].token_id
             assert math.isfinite(lf.logprob)
+
+
+def test_hwu64_pruned_mode_reads_a_fraction_of_full(embedded_client: Client, hwu64) -> None:
+    labels, rows = hwu64
+
+    def params(mode: int) -> ClassifyParams:
+        options = pb.ScoringOptions(mode=mode, calibration=pb.CALIBRATION_NONE)
+        return ClassifyParams(labels, options=options)
+
+    reads = {"full": 0, "pruned": 0}
+    computed = {"full": 0, "pruned": 0}
+    estimated = 0
+    for row in rows:
+        f = embedded_client.classify(row["text"], params(pb.SCORING_MODE_FULL))
+        p = embedded_client.classify(row["text"], params(pb.SCORING_MODE_PRUNED))
+        assert p.mode == pb.SCORING_MODE_PRUNED
+        assert sum(lb.probability for lb in p.labels) == pytest.approx(1.0, abs=1e-9)
+        for name, result in (("full", f), ("pruned", p)):
+            reads[name] += result.usage.engine_reads
+            computed[name] += result.usage.prompt_tokens - result.usage.cached_prompt_tokens
+        exact = {lb.name: lb.logprob for lb in f.labels}
+        # PRUNED's top label is read in full, and FULL ranks it first (up to bf16 noise).
+        top = next(lb for lb in p.labels if lb.name == p.top_label)
+        assert not top.estimated
+        assert exact[p.top_label] >= max(exact.values()) - BF16_NOISE
+        for lb in p.labels:
+            if lb.estimated:
+                estimated += 1
+                assert len(lb.tokens) == 1 and lb.logprob <= lb.tokens[0].logprob + 1e-9
+            else:
+                assert lb.logprob == pytest.approx(exact[lb.name], abs=BF16_NOISE)
+    assert estimated > 0
+    assert reads["pruned"] * 2 < reads["full"], reads
+    assert computed["pruned"] * 2 < computed["full"], computed
+
+
+@pytest.mark.parametrize(
+    ("calibration", "norm"),
+    [
+        (pb.CALIBRATION_CONTEXTUAL, pb.LENGTH_NORMALIZATION_MEAN),
+        (pb.CALIBRATION_DOMAIN_PMI, pb.LENGTH_NORMALIZATION_SUM),
+    ],
+)
+def test_hwu64_pruned_mode_bounds_calibrated_scores(
+    embedded_client: Client, hwu64, calibration: int, norm: int
+) -> None:
+    """The bound ranks as the final scores do: calibration offsets and length normalization."""
+    labels, rows = hwu64
+
+    def classify(text: str, mode: int) -> pb.Classification:
+        options = pb.ScoringOptions(mode=mode, calibration=calibration, length_normalization=norm)
+        return embedded_client.classify(text, ClassifyParams(labels, options=options))
+
+    estimated = 0
+    for row in rows[:4]:
+        f, p = (
+            classify(row["text"], pb.SCORING_MODE_FULL),
+            classify(row["text"], pb.SCORING_MODE_PRUNED),
+        )
+        assert p.calibration == f.calibration != pb.CALIBRATION_NONE
+        scores = {lb.name: lb.score for lb in f.labels}
+        # Calibrated scores differ from FULL's by a constant per text (the normalizer),
+        # so compare FULL's own scores: PRUNED's top is FULL's top up to bf16 noise.
+        assert scores[p.top_label] >= max(scores.values()) - BF16_NOISE
+        assert not next(lb for lb in p.labels if lb.name == p.top_label).estimated
+        estimated += sum(lb.estimated for lb in p.labels)
+    if calibration == pb.CALIBRATION_CONTEXTUAL:
+        # Domain PMI's offsets vary widely between labels, which can keep every branch live.
+        assert estimated > 0

@@ -170,3 +170,36 @@ def test_auto_calibration_uses_the_batch_when_it_is_large_enough(tiny_client: Cl
     small = tiny_client.classify_batch(TEXTS, params)  # 4 texts
     assert {r.calibration for r in large.results} == {pb.CALIBRATION_BATCH}
     assert {r.calibration for r in small.results} == {pb.CALIBRATION_CONTEXTUAL}
+
+
+# Labels sharing first tokens, so that PRUNED has branches to leave unread.
+BRANCHING_LABELS = ["alarm_set", "alarm_query", "alarm_remove", "calendar_set", "play_music"]
+
+
+@pytest.mark.parametrize(
+    "calibration", [pb.CALIBRATION_CONTEXTUAL, pb.CALIBRATION_DOMAIN_PMI, pb.CALIBRATION_NONE]
+)
+@pytest.mark.parametrize("norm", [pb.LENGTH_NORMALIZATION_SUM, pb.LENGTH_NORMALIZATION_MEAN])
+def test_pruned_mode_ranks_the_top_label_as_full_does(
+    tiny_client: Client, calibration: int, norm: int
+) -> None:
+    """Branch and bound uses the request's own ranking: calibration and length normalization.
+
+    A random model spreads its mass thinly, so here every branch tends to be read; the
+    embedded model's test (test_embedded.py) shows branches left unread."""
+
+    def classify(text: str, mode: int) -> pb.Classification:
+        opts = options(mode=mode, calibration=calibration, length_normalization=norm)
+        return tiny_client.classify(text, ClassifyParams(BRANCHING_LABELS, options=opts))
+
+    for text in TEXTS:
+        full, pruned = classify(text, pb.SCORING_MODE_FULL), classify(text, pb.SCORING_MODE_PRUNED)
+        assert pruned.top_label == full.top_label
+        assert pruned.calibration == full.calibration
+        top = {lb.name: lb for lb in pruned.labels}[pruned.top_label]
+        want = {lb.name: lb for lb in full.labels}[full.top_label]
+        assert not top.estimated
+        assert top.logprob == pytest.approx(want.logprob, abs=1e-4)
+        assert [t.token_id for t in top.tokens] == [t.token_id for t in want.tokens]
+        assert sum(lb.probability for lb in pruned.labels) == pytest.approx(1.0, abs=1e-9)
+        assert pruned.usage.engine_reads <= full.usage.engine_reads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,11 @@ from labelprob.server.labels import (
     Mode,
     Read,
     block_padding,
+    branch_reads,
+    branches_to_read,
     continuation_ids,
+    estimated_logprobs,
+    known_logprob,
     label_token_logprobs,
     merge_reads,
     plan_reads,
@@ -85,8 +90,10 @@ def test_auto_mode_resolution() -> None:
     assert resolve_mode(Mode.AUTO, [(1, 2), (3,)]) is Mode.FIRST_TOKEN
     assert resolve_mode(Mode.AUTO, [(1, 2), (1, 3)]) is Mode.FULL
     assert resolve_mode(Mode.FULL, [(1,), (2,)]) is Mode.FULL
-    with pytest.raises(ValueError, match="AUTO"):
+    with pytest.raises(ValueError, match="auto"):
         plan_reads([(1,)], Mode.AUTO)
+    with pytest.raises(ValueError, match="pruned"):  # chosen per text, from the root read
+        plan_reads([(1,)], Mode.PRUNED)
 
 
 def test_block_padding_ends_prompts_on_a_block_boundary() -> None:
@@ -94,3 +101,55 @@ def test_block_padding_ends_prompts_on_a_block_boundary() -> None:
     assert block_padding(128, 32) == 0
     assert block_padding(129, 32) == 31
     assert block_padding(77, 0) == 0  # alignment off
+
+
+# A trie of three branches: token 1 -> {1,2 | 1,3}, token 4 -> {4,5,6}, token 7 (one token).
+PRUNE_LABELS = [(1, 2), (1, 3), (4, 5, 6), (7,)]
+
+
+def by_logprob(i: int, logprob: float) -> float:
+    return logprob
+
+
+def test_branch_reads_group_full_reads_by_first_token() -> None:
+    branches = branch_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    assert set(branches) == {1, 4}  # label (7,) is read whole by the root
+    assert [r.prefix for r in branches[1]] == [(1,)]
+    assert [r.prefix for r in branches[4]] == [(4,), (4, 5)]
+
+
+def test_branch_and_bound_reads_only_branches_that_could_win() -> None:
+    root = {1: math.log(0.5), 4: math.log(0.1), 7: math.log(0.4)}
+    reads = {(): root}
+    unread = branch_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    # Nothing read yet but the root: label (7,) is exact at 0.4; branch 1 could beat it.
+    assert branches_to_read(PRUNE_LABELS, reads, unread, by_logprob) == [1]
+    # Branch 1 read: its best label has 0.3 < 0.4, and branch 4 is bounded by 0.1.
+    reads[(1,)] = {2: math.log(0.6), 3: math.log(0.4)}
+    del unread[1]
+    assert branches_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
+    tokens, estimates = estimated_logprobs(PRUNE_LABELS, reads)
+    assert tokens[0] == pytest.approx([math.log(0.5), math.log(0.6)])
+    assert tokens[2] == pytest.approx([math.log(0.1)])  # the first token only
+    assert estimates == {2: pytest.approx(math.log(0.1))}  # alone in its branch: all of it
+
+
+def test_branch_bounds_follow_the_ranking_function() -> None:
+    root = {1: math.log(0.2), 4: math.log(0.3), 7: math.log(0.5)}
+    reads = {(): root}
+    unread = branch_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    assert branches_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
+    # A calibration offset that penalizes label (7,) lets both branches outscore it.
+    offsets = [0.0, 0.0, 0.0, 5.0]
+    ranked = branches_to_read(PRUNE_LABELS, reads, unread, lambda i, lp: lp - offsets[i])
+    assert ranked == [4, 1]  # best bound first
+
+
+def test_unread_branch_labels_share_the_first_token() -> None:
+    reads = {(): {1: math.log(0.5), 4: math.log(0.1), 7: math.log(0.4)}}
+    tokens, estimates = estimated_logprobs(PRUNE_LABELS, reads)
+    assert estimates[0] == pytest.approx(math.log(0.25))
+    assert estimates[1] == pytest.approx(math.log(0.25))
+    assert 3 not in estimates and tokens[3] == pytest.approx([math.log(0.4)])
+    assert known_logprob((7,), reads) == pytest.approx(math.log(0.4))
+    assert known_logprob((1, 2), reads) is None

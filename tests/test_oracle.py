@@ -6,6 +6,8 @@ Same prompt tokens and label tokens as the server uses; the expected value is
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from labelprob.client import ClassifyParams, Client
@@ -102,3 +104,32 @@ def test_shared_first_tokens_make_auto_read_full(tiny_client: Client, reference)
     assert result.mode == pb.SCORING_MODE_FULL
     # FULL reads every internal node of the label trie: more than one read.
     assert result.usage.engine_reads > 1
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_pruned_mode_keeps_the_full_top_label_exact(
+    tiny_client: Client, reference, text: str
+) -> None:
+    tokenizer, model = reference
+    expected = expected_label_logprobs(tokenizer, model, text, aligned=True)
+    exact = {name: sum(lp for _, lp in want) for name, want in expected.items()}
+    result = classify(tiny_client, text, pb.SCORING_MODE_PRUNED)
+    full = classify(tiny_client, text, pb.SCORING_MODE_FULL)
+    assert result.mode == pb.SCORING_MODE_PRUNED
+    assert result.top_label == max(exact, key=exact.__getitem__) == full.top_label
+    sharing: dict[int, int] = {}
+    for want in expected.values():
+        sharing[want[0][0]] = sharing.get(want[0][0], 0) + 1
+    for label in result.labels:
+        want = expected[label.name]
+        if label.estimated:
+            # Unread branch: the first token's probability shared by the labels it starts.
+            assert label.name != result.top_label
+            assert [t.token_id for t in label.tokens] == [want[0][0]]
+            share = want[0][1] - math.log(sharing[want[0][0]])
+            assert label.logprob == pytest.approx(share, abs=TOLERANCE)
+        else:
+            assert [t.token_id for t in label.tokens] == [t for t, _ in want]
+            assert label.logprob == pytest.approx(exact[label.name], abs=TOLERANCE)
+    assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
+    assert result.usage.engine_reads <= full.usage.engine_reads

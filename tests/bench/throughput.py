@@ -441,14 +441,21 @@ class Result:
 
 
 def bench_labelprob(
-    target: str, pgid: int, plan: Plan, measured: Workload, warm: Workload, concurrency: int
+    target: str,
+    pgid: int,
+    plan: Plan,
+    measured: Workload,
+    warm: Workload,
+    concurrency: int,
+    batch_size: int = 1,
 ) -> Result:
     def config(workload: Workload) -> LoadConfig:
         return LoadConfig(
             target=target,
             workload=workload,
             concurrency=concurrency,
-            requests=len(workload.texts),  # each text once
+            requests=-(-len(workload.texts) // batch_size),  # each text once
+            batch_size=batch_size,
             mode=plan.mode.value,
             calibration="none",
             timeout_s=REQUEST_TIMEOUT_S,
@@ -460,6 +467,8 @@ def bench_labelprob(
     # The server's usage shows whether it was sent the prompts the other contenders get.
     expected = plan.prompt_tokens(plan.prompts)
     note = f"closed loop, {concurrency} callers"
+    if batch_size > 1:
+        note += f", ClassifyBatch of {batch_size} texts"
     if report.ok == report.completed and report.prompt_tokens != expected:
         note += f"; PROMPTS DIFFER: server {report.prompt_tokens} tokens, plan {expected}"
     return Result(
@@ -486,53 +495,63 @@ def bench_offline(plan: Plan, log_dir: Path) -> Result:
     )
 
 
-def read_body(plan: Plan, prompt: Sequence[int], read: Read) -> dict[str, Any]:
-    """The route builds query + item: the task prefix is the query, the rest the item."""
+def read_body(plan: Plan, prompts: Sequence[Sequence[int]], read: Read) -> dict[str, Any]:
+    """The route builds query + item: the task prefix is the query, each text's rest an item."""
     return {
         "model": SERVED_NAME,
-        "query": list(prompt[: plan.prefix_len]),
-        "items": [[*prompt[plan.prefix_len :], *read.prefix]],
+        "query": list(prompts[0][: plan.prefix_len]),
+        "items": [[*prompt[plan.prefix_len :], *read.prefix] for prompt in prompts],
         "label_token_ids": list(read.candidates),
         "apply_softmax": False,
     }
 
 
+def batched(prompts: Sequence[Sequence[int]], size: int) -> list[Sequence[Sequence[int]]]:
+    return [prompts[i : i + size] for i in range(0, len(prompts), size)]
+
+
 async def http_load(
-    base_url: str, plan: Plan, prompts: Sequence[Sequence[int]], concurrency: int
+    base_url: str,
+    plan: Plan,
+    prompts: Sequence[Sequence[int]],
+    concurrency: int,
+    batch_size: int = 1,
 ) -> Result:
-    """Closed loop over /generative_scoring: a text's root reads, then its deeper ones."""
+    """Closed loop over /generative_scoring: a batch's root reads, then its deeper ones
+    (one request per read, with an item per text of the batch)."""
     import aiohttp
 
     url = f"{base_url}/generative_scoring"
     histogram = new_histogram()
-    errors = prompt_tokens = 0
-    pending = iter(prompts)  # shared by the callers: each text is sent once
+    errors = prompt_tokens = texts_ok = 0
+    pending = iter(batched(prompts, batch_size))  # shared by the callers: each text once
 
-    async def read(session: aiohttp.ClientSession, prompt: Sequence[int], r: Read) -> bool:
+    async def read(session: aiohttp.ClientSession, batch: Sequence[Sequence[int]], r: Read) -> bool:
         nonlocal prompt_tokens
-        async with session.post(url, json=read_body(plan, prompt, r)) as response:
+        async with session.post(url, json=read_body(plan, batch, r)) as response:
             body = await response.json()
-        if response.status != 200 or len(body.get("data", ())) != 1:
+        if response.status != 200 or len(body.get("data", ())) != len(batch):
             return False
         prompt_tokens += body["usage"]["prompt_tokens"]
         return True
 
-    async def classify(session: aiohttp.ClientSession, prompt: Sequence[int]) -> bool:
+    async def classify(session: aiohttp.ClientSession, batch: Sequence[Sequence[int]]) -> bool:
         # Like labelprob: the roots fill the prefix cache for the deeper reads.
-        roots = await asyncio.gather(*(read(session, prompt, r) for r in plan.roots))
-        deeper = await asyncio.gather(*(read(session, prompt, r) for r in plan.deeper))
+        roots = await asyncio.gather(*(read(session, batch, r) for r in plan.roots))
+        deeper = await asyncio.gather(*(read(session, batch, r) for r in plan.deeper))
         return all(roots) and all(deeper)
 
     async def caller(session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        for prompt in pending:
+        nonlocal errors, texts_ok
+        for batch in pending:
             start = time.perf_counter()
             try:
-                ok = await classify(session, prompt)
+                ok = await classify(session, batch)
             except (aiohttp.ClientError, TimeoutError):
                 ok = False
             if ok:
                 histogram.record_value(to_us(time.perf_counter() - start))
+                texts_ok += len(batch)
             else:
                 errors += 1
 
@@ -545,12 +564,13 @@ async def http_load(
         seconds = time.perf_counter() - start
     latency = latency_summary_ms(histogram)
     reads = "1 request" if len(plan.reads) == 1 else f"{len(plan.reads)} requests"
-    note = f"closed loop, {concurrency} callers, {reads} per text"
+    unit = "text" if batch_size == 1 else f"batch of {batch_size} texts"
+    note = f"closed loop, {concurrency} callers, {reads} per {unit}"
     if errors == 0 and prompt_tokens != plan.prompt_tokens(prompts):
         note += f"; PROMPTS DIFFER: server {prompt_tokens}, plan {plan.prompt_tokens(prompts)}"
     return Result(
         "vLLM HTTP /generative_scoring",
-        histogram.get_total_count(),
+        texts_ok,
         seconds,
         latency["p50"],
         latency["p99"],
@@ -559,10 +579,12 @@ async def http_load(
     )
 
 
-def bench_vllm_http(base_url: str, pgid: int, plan: Plan, concurrency: int) -> Result:
-    asyncio.run(http_load(base_url, plan, plan.warmup, concurrency))
+def bench_vllm_http(
+    base_url: str, pgid: int, plan: Plan, concurrency: int, batch_size: int
+) -> Result:
+    asyncio.run(http_load(base_url, plan, plan.warmup, concurrency, batch_size))
     with cpu_meter(pgid) as cpu:
-        result = asyncio.run(http_load(base_url, plan, plan.prompts, concurrency))
+        result = asyncio.run(http_load(base_url, plan, plan.prompts, concurrency, batch_size))
     result.cpu = cpu
     return result
 
@@ -615,22 +637,22 @@ class ModeUsage:
         return value / self.texts if self.texts else 0.0
 
 
-def equal_length_pairs(
-    texts: Sequence[str], length: Callable[[str], int], k: int
-) -> list[tuple[str, str]]:
-    """k pairs of different texts of equal prompt length, one text of each pair per mode:
-    both modes then see cold prompts of the same lengths, so their root reads cost the same."""
-    waiting: dict[int, str] = {}
-    pairs: list[tuple[str, str]] = []
+def equal_length_groups(
+    texts: Sequence[str], length: Callable[[str], int], k: int, size: int
+) -> list[tuple[str, ...]]:
+    """k groups of ``size`` different texts of equal prompt length, one text of each group
+    per mode: every mode then sees cold prompts of the same lengths, so their root reads
+    cost the same."""
+    waiting: dict[int, list[str]] = {}
+    groups: list[tuple[str, ...]] = []
     for text in texts:
-        n = length(text)
-        if n in waiting:
-            pairs.append((waiting.pop(n), text))
-            if len(pairs) == k:
+        group = waiting.setdefault(length(text), [])
+        group.append(text)
+        if len(group) == size:
+            groups.append(tuple(waiting.pop(length(text))))
+            if len(groups) == k:
                 break
-        else:
-            waiting[n] = text
-    return pairs
+    return groups
 
 
 def measure_mode(target: str, labels: Sequence[str], texts: Sequence[str], mode: Mode) -> ModeUsage:
@@ -659,23 +681,25 @@ def token_accounting(
     def length(text: str) -> int:
         return len(builder.prompt_ids(prepared, text))
 
-    pairs = equal_length_pairs(fresh[1:], length, k)
-    first_texts, full_texts = [a for a, _ in pairs], [b for _, b in pairs]
-    # The task prefix is the same in both modes: cache it before either is measured.
+    groups = equal_length_groups(fresh[1:], length, k, size=3)
+    first_texts, full_texts, pruned_texts = (list(texts) for texts in zip(*groups, strict=True))
+    # The task prefix is the same in every mode: cache it before any is measured.
     measure_mode(target, data.labels, fresh[:1], Mode.FIRST_TOKEN)
     first = measure_mode(target, data.labels, first_texts, Mode.FIRST_TOKEN)
     full = measure_mode(target, data.labels, full_texts, Mode.FULL)
+    pruned = measure_mode(target, data.labels, pruned_texts, Mode.PRUNED)
     label_tokens = sum(len(ids) for ids in prepared.label_ids)
     n_labels = len(prepared.label_ids)
     # One full prompt per label (prompt + label, teacher-forced), nothing cached.
     own = sum(n_labels * length(t) + label_tokens for t in first_texts)
-    own_usage = ModeUsage("every label its own prompt", len(pairs), n_labels * len(pairs), own, 0)
+    own_usage = ModeUsage("every label its own prompt", len(groups), n_labels * len(groups), own, 0)
     return {
         "dataset": ACCOUNTING_DATASET,
         "labels": n_labels,
-        "texts_per_mode": len(pairs),
-        "modes": [first, full, own_usage],
+        "texts_per_mode": len(groups),
+        "modes": [first, full, pruned, own_usage],
         "full_over_first_token": full.computed / first.computed if first.computed else None,
+        "pruned_over_first_token": pruned.computed / first.computed if first.computed else None,
         "own_prompts_over_first_token": own / first.computed if first.computed else None,
         "target_full_over_first_token": 1.3,
     }
@@ -742,10 +766,12 @@ def accounting_table(acc: dict[str, Any]) -> str:
     if ratio is not None:
         verdict = f" (target <= {target}x: {'met' if ratio <= target else 'NOT met'})"
     own = acc["own_prompts_over_first_token"]
+    pruned = acc["pruned_over_first_token"]
     return "\n".join(
         [
             table(headers, rows),
             f"FULL / FIRST_TOKEN computed tokens: {_num(ratio, 2)}x{verdict}",
+            f"PRUNED / FIRST_TOKEN computed tokens: {_num(pruned, 2)}x (top label exact)",
             f"own prompts / FIRST_TOKEN computed tokens: {_num(own, 1)}x",
         ]
     )
@@ -775,7 +801,7 @@ def offline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=spec["model_path"], **ENGINE_ARGS)
+    llm = LLM(model=spec["model_path"], **(ENGINE_ARGS | spec.get("engine_override", {})))
     reads = spec_reads(spec)
     stages = [[r for r in reads if not r.prefix], [r for r in reads if r.prefix]]
 
@@ -874,7 +900,13 @@ def labelprob_phase(run: Run) -> None:
             log("labelprob: measuring")
             run.results.append(
                 bench_labelprob(
-                    target, child.pid, run.plan, run.measured, run.warm, args.concurrency
+                    target,
+                    child.pid,
+                    run.plan,
+                    run.measured,
+                    run.warm,
+                    args.concurrency,
+                    args.batch_size,
                 )
             )
         if args.accounting_texts > 0:
@@ -890,7 +922,11 @@ def vllm_http_phase(run: Run) -> None:
     with child:
         child.wait_ready(lambda: http_ok(f"{base_url}/health"))
         log("vllm-http: measuring")
-        run.results.append(bench_vllm_http(base_url, child.pid, run.plan, run.args.concurrency))
+        run.results.append(
+            bench_vllm_http(
+                base_url, child.pid, run.plan, run.args.concurrency, run.args.batch_size
+            )
+        )
 
 
 def run_contender(run: Run, name: str) -> None:
@@ -918,6 +954,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mr")
     p.add_argument("--texts", type=int, default=200, help="measured texts per contender")
     p.add_argument("--concurrency", type=int, default=8, help="callers for the servers")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="texts per call: ClassifyBatch for labelprob, items per request for vLLM HTTP",
+    )
     p.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
@@ -952,8 +994,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.texts < 1 or args.concurrency < 1:
-        p.error("--texts and --concurrency must be >= 1")
+    if args.texts < 1 or args.concurrency < 1 or args.batch_size < 1:
+        p.error("--texts, --concurrency and --batch-size must be >= 1")
+    if args.texts % args.batch_size:
+        p.error("--texts must be a multiple of --batch-size (every text is sent once)")
     return args
 
 
@@ -963,7 +1007,8 @@ def print_report(run: Run) -> None:
         f"\n== throughput: {plan['dataset']} ({plan['labels']} labels, mode {plan['mode']}, "
         f"{plan['reads_per_text']} read(s)/text, mean prompt {plan['mean_prompt_tokens']:.0f} "
         f"tokens, shared prefix {plan['shared_prefix_tokens']}), concurrency "
-        f"{run.args.concurrency}, load average {run.load_start:.2f} at the start, "
+        f"{run.args.concurrency} x {run.args.batch_size} text(s), "
+        f"load average {run.load_start:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end =="
     )
     print(throughput_table(run.results))

@@ -13,6 +13,7 @@ class ScoringMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORING_MODE_AUTO: _ClassVar[ScoringMode]
     SCORING_MODE_FIRST_TOKEN: _ClassVar[ScoringMode]
     SCORING_MODE_FULL: _ClassVar[ScoringMode]
+    SCORING_MODE_PRUNED: _ClassVar[ScoringMode]
 
 class LengthNormalization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -44,6 +45,7 @@ SCORING_MODE_UNSPECIFIED: ScoringMode
 SCORING_MODE_AUTO: ScoringMode
 SCORING_MODE_FIRST_TOKEN: ScoringMode
 SCORING_MODE_FULL: ScoringMode
+SCORING_MODE_PRUNED: ScoringMode
 LENGTH_NORMALIZATION_UNSPECIFIED: LengthNormalization
 LENGTH_NORMALIZATION_SUM: LengthNormalization
 LENGTH_NORMALIZATION_MEAN: LengthNormalization
@@ -253,20 +255,22 @@ class TokenLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., token: _Optional[str] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("name", "probability", "logprob", "tokens", "uncalibrated_probability", "score")
+    __slots__ = ("name", "probability", "logprob", "tokens", "uncalibrated_probability", "score", "estimated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     LOGPROB_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     UNCALIBRATED_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     probability: float
     logprob: float
     tokens: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
     uncalibrated_probability: float
     score: float
-    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., uncalibrated_probability: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+    estimated: bool
+    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., uncalibrated_probability: _Optional[float] = ..., score: _Optional[float] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "cached_prompt_tokens", "engine_reads")
