@@ -695,11 +695,13 @@ class Classifier:
         if options.multi_label:
             return await self.classify_multi_label(task, texts, options)
         prepared = self.prepare(task)
+        mode, reads = prepared.plan(options.mode)
         calibration = scoring.resolve_calibration(
-            options.calibration or self.default_calibration, len(texts)
+            options.calibration or self.default_calibration,
+            len(texts),
+            known_offsets=mode is Mode.PRUNED,
         )
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
-        mode, reads = prepared.plan(options.mode)
         offsets = None
         if mode is Mode.PRUNED:  # before admission: the vectors' own reads admit themselves
             offsets = await self._calibration_offsets(task, prepared, options, calibration)

@@ -30,10 +30,16 @@ class Calibration(enum.Enum):
 MIN_BATCH_FOR_BATCH_CALIBRATION = 8
 
 
-def resolve_calibration(calibration: Calibration, batch_size: int) -> Calibration:
-    """AUTO becomes BATCH for a large enough batch, else CONTEXTUAL; BATCH needs 2 texts."""
+def resolve_calibration(
+    calibration: Calibration, batch_size: int, known_offsets: bool = False
+) -> Calibration:
+    """AUTO becomes BATCH for a large enough batch, else CONTEXTUAL; BATCH needs 2 texts.
+
+    ``known_offsets``: the scoring needs calibration offsets before the texts are read
+    (PRUNED's bounds), so AUTO stays CONTEXTUAL: batch offsets depend on the batch's scores.
+    """
     if calibration is Calibration.AUTO:
-        if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION:
+        if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION and not known_offsets:
             return Calibration.BATCH
         return Calibration.CONTEXTUAL
     if calibration is Calibration.BATCH and batch_size < 2:

@@ -70,3 +70,6 @@ def test_auto_calibration_resolution() -> None:
     assert resolve_calibration(Calibration.AUTO, 7) is Calibration.CONTEXTUAL
     assert resolve_calibration(Calibration.BATCH, 1) is Calibration.NONE
     assert resolve_calibration(Calibration.DOMAIN_PMI, 1) is Calibration.DOMAIN_PMI
+    # PRUNED needs its offsets before reading: batch statistics come too late.
+    assert resolve_calibration(Calibration.AUTO, 8, known_offsets=True) is Calibration.CONTEXTUAL
+    assert resolve_calibration(Calibration.BATCH, 8, known_offsets=True) is Calibration.BATCH
