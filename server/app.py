@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -158,6 +159,11 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
     m.INFLIGHT_READS.set_function(lambda: classifier.inflight_reads)
     m.ENGINE_REQUESTS.set_function(engine.num_unfinished_requests)
     await warm_up(classifier)
+    # Everything loaded so far (model config, tokenizer, vLLM's modules) lives as long as
+    # the process: moved out of the collector's reach, full collections stop rescanning it,
+    # which would otherwise pause the event loop for every request in flight.
+    gc.collect()
+    gc.freeze()
     running.service.classifier = classifier
     running.set_serving(True)
     log.info(

@@ -6,9 +6,11 @@ Run from the repository root at a quiet time (on 2 cores anything else running s
 
 Every contender gets the same model (the embedded SmolLM2), the exact same prompt token
 ids (built by labelprob's own Classifier) and the same label reads (FIRST_TOKEN for mr and
-bbc, the FULL trie for hwu: what AUTO resolves to), and runs alone: each is started,
-measured and stopped before the next one starts. Then labelprob's prompt-token accounting
-for HWU64 (64 multi-token labels): FULL vs FIRST_TOKEN vs one full prompt per label.
+bbc, the FULL trie for hwu: what AUTO resolves to). The three vLLM contenders are started
+together and measured in interleaved rounds on new texts each round (one at a time, the
+others idle); each one's row is its median round. transformers runs after them. Then
+labelprob's prompt-token accounting for HWU64 (64 multi-token labels): FIRST_TOKEN vs FULL
+vs PRUNED vs one full prompt per label.
 """
 
 from __future__ import annotations
@@ -241,16 +243,18 @@ class Child:
     """A subprocess in its own process group, so stopping it also ends the engine
     processes it spawned (vLLM's EngineCore and worker)."""
 
-    def __init__(self, name: str, command: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, command: list[str], log_path: Path, stdin: bool = False) -> None:
         self.name = name
         self.command = command
         self.log_path = log_path
+        self.stdin = stdin  # a pipe for commands (the offline worker's rounds)
         self.process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Child:
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
                 self.command,
+                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=engine_env(),
@@ -296,6 +300,9 @@ class Child:
         process = self.process
         if process is None:
             return
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # end of commands
         if process.poll() is None:
             process.terminate()
             try:
@@ -381,6 +388,55 @@ def run_worker(kind: str, spec: dict[str, Any], log_dir: Path) -> dict[str, Any]
     return json.loads(out_path.read_text())
 
 
+class OfflineEngine:
+    """vLLM's LLM class in a worker process that stays up between rounds: each round's
+    prompts go in as a file named on the worker's stdin; the result comes back beside it."""
+
+    def __init__(self, plan: Plan, log_dir: Path) -> None:
+        self.plan = plan
+        self.log_dir = log_dir
+        self.spec_path = log_dir / "offline-spec.json"
+        self.ready_path = self.spec_path.with_suffix(".ready")
+        self.spec_path.write_text(json.dumps(plan.spec() | {"prompts": []}))
+        self.ready_path.unlink(missing_ok=True)
+        command = [
+            sys.executable, "-m", "tests.bench.throughput",
+            "--worker", "offline", "--spec", str(self.spec_path),
+            "--out", str(log_dir / "offline-result.json"),
+        ]  # fmt: skip
+        self.child = Child("offline worker", command, log_dir / "offline.log", stdin=True)
+
+    def __enter__(self) -> OfflineEngine:
+        self.child.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.child.stop()
+
+    def wait_ready(self) -> None:
+        self.child.wait_ready(self.ready_path.is_file)  # after its warm-up
+
+    def measure(self, prompts: Sequence[Sequence[int]], tag: str) -> Result:
+        path = self.log_dir / f"offline-{tag}.json"
+        done = Path(f"{path}.result")
+        done.unlink(missing_ok=True)
+        path.write_text(json.dumps(list(map(list, prompts))))
+        process = self.child.process
+        assert process is not None and process.stdin is not None
+        process.stdin.write(f"{path}\n".encode())
+        process.stdin.flush()
+        self.child.wait_ready(done.is_file, timeout_s=REQUEST_TIMEOUT_S * 6)
+        out = json.loads(done.read_text())
+        stages = "roots, then deeper reads" if self.plan.deeper else "one call"
+        return Result(
+            "vLLM offline LLM.generate",
+            out["texts"],
+            out["seconds"],
+            note=f"all texts at once ({stages}); no per-text latency",
+            cpu=Cpu(**out["cpu"]),
+        )
+
+
 # --- contenders ------------------------------------------------------------------------------
 
 
@@ -440,32 +496,37 @@ class Result:
         return getattr(self.cpu, f"{part}_s") * 1000 / self.texts
 
 
+def labelprob_load(
+    target: str, plan: Plan, workload: Workload, concurrency: int, batch_size: int
+) -> LoadConfig:
+    return LoadConfig(
+        target=target,
+        workload=workload,
+        concurrency=concurrency,
+        requests=-(-len(workload.texts) // batch_size),  # each text once
+        batch_size=batch_size,
+        mode=plan.mode.value,
+        calibration="none",
+        timeout_s=REQUEST_TIMEOUT_S,
+    )
+
+
 def bench_labelprob(
     target: str,
     pgid: int,
     plan: Plan,
     measured: Workload,
-    warm: Workload,
+    prompts: Sequence[Sequence[int]],
     concurrency: int,
     batch_size: int = 1,
 ) -> Result:
-    def config(workload: Workload) -> LoadConfig:
-        return LoadConfig(
-            target=target,
-            workload=workload,
-            concurrency=concurrency,
-            requests=-(-len(workload.texts) // batch_size),  # each text once
-            batch_size=batch_size,
-            mode=plan.mode.value,
-            calibration="none",
-            timeout_s=REQUEST_TIMEOUT_S,
-        )
-
-    asyncio.run(run_load(config(warm)))
+    """One closed-loop run over ``measured`` (whose prompt ids are ``prompts``)."""
     with cpu_meter(pgid) as cpu:
-        report = asyncio.run(run_load(config(measured)))
+        report = asyncio.run(
+            run_load(labelprob_load(target, plan, measured, concurrency, batch_size))
+        )
     # The server's usage shows whether it was sent the prompts the other contenders get.
-    expected = plan.prompt_tokens(plan.prompts)
+    expected = plan.prompt_tokens(prompts)
     note = f"closed loop, {concurrency} callers"
     if batch_size > 1:
         note += f", ClassifyBatch of {batch_size} texts"
@@ -480,18 +541,6 @@ def bench_labelprob(
         report.completed - report.ok,
         note,
         cpu,
-    )
-
-
-def bench_offline(plan: Plan, log_dir: Path) -> Result:
-    out = run_worker("offline", plan.spec(), log_dir)
-    stages = "roots, then deeper reads" if plan.deeper else "one call"
-    return Result(
-        "vLLM offline LLM.generate",
-        out["texts"],
-        out["seconds"],
-        note=f"all texts at once ({stages}); no per-text latency",
-        cpu=Cpu(**out["cpu"]),
     )
 
 
@@ -580,11 +629,15 @@ async def http_load(
 
 
 def bench_vllm_http(
-    base_url: str, pgid: int, plan: Plan, concurrency: int, batch_size: int
+    base_url: str,
+    pgid: int,
+    plan: Plan,
+    prompts: Sequence[Sequence[int]],
+    concurrency: int,
+    batch_size: int,
 ) -> Result:
-    asyncio.run(http_load(base_url, plan, plan.warmup, concurrency, batch_size))
     with cpu_meter(pgid) as cpu:
-        result = asyncio.run(http_load(base_url, plan, plan.prompts, concurrency, batch_size))
+        result = asyncio.run(http_load(base_url, plan, prompts, concurrency, batch_size))
     result.cpu = cpu
     return result
 
@@ -829,12 +882,21 @@ def offline_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError("a read returned no logprobs")
 
     run(batches(spec["warmup"]))
-    measured = batches(spec["prompts"])  # built before the clock, like a ready request
-    with cpu_meter(os.getpgid(0)) as cpu:  # this process leads its group (run_worker)
-        start = time.perf_counter()
-        run(measured)
-        seconds = time.perf_counter() - start
-    return {"texts": len(spec["prompts"]), "seconds": seconds, "cpu": asdict(cpu)}
+    Path(spec["spec_path"]).with_suffix(".ready").touch()
+    rounds = 0
+    for line in sys.stdin:  # one round per line: the path of its prompts
+        path = Path(line.strip())
+        prompts = json.loads(path.read_text())
+        measured = batches(prompts)  # built before the clock, like a ready request
+        with cpu_meter(os.getpgid(0)) as cpu:  # this process leads its group
+            start = time.perf_counter()
+            run(measured)
+            seconds = time.perf_counter() - start
+        result = {"texts": len(prompts), "seconds": seconds, "cpu": asdict(cpu)}
+        Path(f"{path}.tmp").write_text(json.dumps(result))
+        Path(f"{path}.tmp").rename(f"{path}.result")  # whole, or not there
+        rounds += 1
+    return {"rounds": rounds}
 
 
 def transformers_worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -889,60 +951,139 @@ class Run:
     def used_texts(self) -> set[str]:
         return set(self.measured.texts) | set(self.warm.texts)
 
+    def round_slice(self, r: int) -> tuple[Workload, list[list[int]]]:
+        """Round ``r``'s texts: new ones every round, so no round finds its prompts cached."""
+        n = self.args.texts
+        lo, hi = r * n, (r + 1) * n
+        m = self.measured
+        workload = Workload(m.texts[lo:hi], m.truths[lo:hi], m.labels, m.source)
+        return workload, self.plan.prompts[lo:hi]
 
-def labelprob_phase(run: Run) -> None:
-    """labelprob's throughput, then the token accounting on the same server."""
-    args = run.args
-    child, target = labelprob_server(run.log_dir)
-    with child:
-        child.wait_ready(lambda: grpc_serving(target))
-        if "labelprob" in args.contenders:
-            log("labelprob: measuring")
-            run.results.append(
-                bench_labelprob(
-                    target,
-                    child.pid,
-                    run.plan,
-                    run.measured,
-                    run.warm,
-                    args.concurrency,
-                    args.batch_size,
-                )
+
+Measure = Callable[[Workload, list[list[int]], str], Result]
+
+
+def median_result(rounds: Sequence[Result]) -> Result:
+    """A contender's rounds as one row: median throughput and latencies, summed CPU."""
+    ordered = sorted(rounds, key=lambda r: r.per_s)
+    mid = ordered[len(ordered) // 2]
+    p50s = sorted(r.p50_ms for r in rounds if r.p50_ms is not None)
+    p99s = sorted(r.p99_ms for r in rounds if r.p99_ms is not None)
+    texts = sum(r.texts for r in rounds)
+    cpu = None
+    if all(r.cpu is not None for r in rounds):
+        cpu = Cpu(
+            sum(r.cpu.front_s for r in rounds),  # type: ignore[union-attr]
+            sum(r.cpu.engine_s for r in rounds),  # type: ignore[union-attr]
+        )
+    per_round = ", ".join(f"{r.per_s:.1f}" for r in rounds)
+    return Result(
+        mid.contender,
+        texts,
+        texts / mid.per_s if mid.per_s else 0.0,  # seconds at the median rate
+        p50s[len(p50s) // 2] if p50s else None,
+        p99s[len(p99s) // 2] if p99s else None,
+        sum(r.errors for r in rounds),
+        f"{mid.note}; rounds/s: {per_round}" if len(rounds) > 1 else mid.note,
+        cpu,
+    )
+
+
+def engine_rounds(run: Run) -> None:
+    """Every engine contender up at once, warmed, then measured in interleaved rounds.
+
+    The machine's speed drifts by tens of percent over minutes (other tenants, clocks), so
+    contenders measured one after another would compare different machines. Here each
+    round measures every contender back to back on new texts, the order rotating from round
+    to round, and each contender's row is its median round. An idle engine costs a few
+    percent of one core, the same for each contender.
+    """
+    args, plan = run.args, run.plan
+    wanted = [c for c in ("labelprob", "offline", "vllm-http") if c in args.contenders]
+    measures: dict[str, Measure] = {}
+    with contextlib.ExitStack() as stack:
+        if "labelprob" in wanted or args.accounting_texts > 0:
+            child, target = stack.enter_context(_entered(labelprob_server(run.log_dir)))
+            log("labelprob: starting")
+        if "vllm-http" in wanted:
+            http, base_url = stack.enter_context(
+                _entered(vllm_http_server(plan.model_path, run.log_dir))
             )
+            log("vllm-http: starting")
+        if "offline" in wanted:
+            offline = stack.enter_context(OfflineEngine(plan, run.log_dir))
+            log("offline: starting")
+        if "labelprob" in wanted or args.accounting_texts > 0:
+            child.wait_ready(lambda: grpc_serving(target))
+            asyncio.run(
+                run_load(labelprob_load(target, plan, run.warm, args.concurrency, args.batch_size))
+            )
+            measures["labelprob"] = lambda w, p, tag: bench_labelprob(
+                target, child.pid, plan, w, p, args.concurrency, args.batch_size
+            )
+        if "vllm-http" in wanted:
+            http.wait_ready(lambda: http_ok(f"{base_url}/health"))
+            asyncio.run(http_load(base_url, plan, plan.warmup, args.concurrency, args.batch_size))
+            measures["vllm-http"] = lambda w, p, tag: bench_vllm_http(
+                base_url, http.pid, plan, p, args.concurrency, args.batch_size
+            )
+        if "offline" in wanted:
+            offline.wait_ready()
+            measures["offline"] = lambda w, p, tag: offline.measure(p, tag)
+        settle()
+        log(f"all ready; {args.rounds} round(s) of {args.texts} texts")
+        rounds: dict[str, list[Result]] = {c: [] for c in wanted}
+        for r in range(args.rounds):
+            workload, prompts = run.round_slice(r)
+            order = wanted[r % len(wanted) :] + wanted[: r % len(wanted)]
+            for name in order:
+                log(f"round {r + 1}: {name}")
+                try:
+                    rounds[name].append(measures[name](workload, prompts, f"round{r}"))
+                except Exception as exc:  # one contender failing keeps the others' numbers
+                    log(f"{name}: FAILED: {exc}")
+                    rounds[name].append(Result(name, 0, 0.0, errors=1, note=f"failed: {exc}"[:200]))
+        run.results.extend(median_result(rounds[c]) for c in wanted if rounds[c])
         if args.accounting_texts > 0:
             log(f"labelprob: prompt-token accounting on {ACCOUNTING_DATASET}")
-            exclude = run.used_texts() if run.plan.dataset == ACCOUNTING_DATASET else set()
+            exclude = run.used_texts() if plan.dataset == ACCOUNTING_DATASET else set()
             run.accounting = token_accounting(
                 target, run.builder, args.accounting_texts, args.seed, exclude
             )
 
 
-def vllm_http_phase(run: Run) -> None:
-    child, base_url = vllm_http_server(run.plan.model_path, run.log_dir)
+def settle(timeout_s: float = 120.0) -> None:
+    """Waits (up to a bound) for the engines' start-up compilation storm to die down: the
+    one-minute load average lags, so it is sampled from /proc/stat over a few seconds."""
+
+    def busy_share(seconds: float = 3.0) -> float:
+        def sample() -> tuple[int, int]:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+            return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+        return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+    deadline = time.monotonic() + timeout_s
+    while (busy := busy_share()) > 0.15 and time.monotonic() < deadline:
+        log(f"waiting for the machine to settle: {busy:.0%} busy")
+
+
+@contextlib.contextmanager
+def _entered(pair: tuple[Child, str]) -> Iterator[tuple[Child, str]]:
+    child, address = pair
     with child:
-        child.wait_ready(lambda: http_ok(f"{base_url}/health"))
-        log("vllm-http: measuring")
-        run.results.append(
-            bench_vllm_http(
-                base_url, child.pid, run.plan, run.args.concurrency, run.args.batch_size
-            )
-        )
+        yield child, address
 
 
-def run_contender(run: Run, name: str) -> None:
-    log(f"{name}: starting")
-    if name == "labelprob":
-        labelprob_phase(run)
-    elif name == "offline":
-        run.results.append(bench_offline(run.plan, run.log_dir))
-    elif name == "vllm-http":
-        vllm_http_phase(run)
-    elif name == "transformers":
-        n = run.args.hf_texts or min(
-            len(run.plan.prompts), max(2, TRANSFORMERS_READ_BUDGET // len(run.plan.reads))
-        )
-        run.results.append(bench_transformers(run.plan, n, run.args.hf_dtype, run.log_dir))
-    log(f"{name}: done")
+def transformers_phase(run: Run) -> None:
+    n = run.args.hf_texts or min(
+        len(run.plan.prompts), max(2, TRANSFORMERS_READ_BUDGET // len(run.plan.reads))
+    )
+    log("transformers: measuring")
+    run.results.append(bench_transformers(run.plan, n, run.args.hf_dtype, run.log_dir))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -952,7 +1093,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--dataset", choices=sorted(DATASETS), default="mr")
-    p.add_argument("--texts", type=int, default=200, help="measured texts per contender")
+    p.add_argument("--texts", type=int, default=200, help="measured texts per contender and round")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds, each on new texts; a contender's row is its median round",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="callers for the servers")
     p.add_argument(
         "--batch-size",
@@ -994,8 +1141,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.texts < 1 or args.concurrency < 1 or args.batch_size < 1:
-        p.error("--texts, --concurrency and --batch-size must be >= 1")
+    if min(args.texts, args.concurrency, args.batch_size, args.rounds) < 1:
+        p.error("--texts, --concurrency, --batch-size and --rounds must be >= 1")
     if args.texts % args.batch_size:
         p.error("--texts must be a multiple of --batch-size (every text is sent once)")
     return args
@@ -1008,6 +1155,7 @@ def print_report(run: Run) -> None:
         f"{plan['reads_per_text']} read(s)/text, mean prompt {plan['mean_prompt_tokens']:.0f} "
         f"tokens, shared prefix {plan['shared_prefix_tokens']}), concurrency "
         f"{run.args.concurrency} x {run.args.batch_size} text(s), "
+        f"{run.args.rounds} round(s) of {run.args.texts} texts, "
         f"load average {run.load_start:.2f} at the start, "
         f"{os.getloadavg()[0]:.2f} at the end =="
     )
@@ -1022,7 +1170,8 @@ def print_report(run: Run) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        result = WORKERS[args.worker](json.loads(args.spec.read_text()))
+        spec = json.loads(args.spec.read_text()) | {"spec_path": str(args.spec)}
+        result = WORKERS[args.worker](spec)
         args.out.write_text(json.dumps(result))
         return 0
     # SIGTERM unwinds like Ctrl-C, so every started server is stopped.
@@ -1035,17 +1184,21 @@ def main(argv: list[str] | None = None) -> int:
     builder = PromptBuilder(TokenizerEngine(model_path))
     n_warmup = args.warmup_texts if args.warmup_texts is not None else max(8, 2 * args.concurrency)
     plan, measured, warm = build_plan(
-        args.dataset, builder, model_path, args.texts, n_warmup, args.seed, Mode(args.mode)
+        args.dataset,
+        builder,
+        model_path,
+        args.texts * args.rounds,
+        n_warmup,
+        args.seed,
+        Mode(args.mode),
     )
     run = Run(args, plan, measured, warm, builder, log_dir, load_start)
-    for name in args.contenders:
-        try:
-            run_contender(run, name)
-        except Exception as exc:  # one contender failing should not lose the others' numbers
-            log(f"{name}: FAILED: {exc}")
-            run.results.append(Result(name, 0, 0.0, errors=1, note=f"failed: {exc}"[:200]))
-    if run.accounting is None and args.accounting_texts > 0 and "labelprob" not in args.contenders:
-        labelprob_phase(run)
+    try:
+        engine_rounds(run)
+    except Exception as exc:  # keep what was measured
+        log(f"engine rounds: FAILED: {exc}")
+    if "transformers" in args.contenders:
+        transformers_phase(run)
     print_report(run)
     if args.json is not None:
         options = {k: v for k, v in vars(args).items() if k not in {"worker", "spec", "out"}}
