@@ -87,10 +87,6 @@ def normalized(logprob: float, n_tokens: int, norm: LengthNorm) -> float:
     return logprob
 
 
-def length_normalized(token_logprobs: Sequence[float], norm: LengthNorm) -> float:
-    return normalized(sequence_logprob(token_logprobs), len(token_logprobs), norm)
-
-
 def logsumexp(values: Sequence[float]) -> float:
     peak = max(values)
     if peak == -math.inf:

@@ -12,8 +12,8 @@ from labelprob.server.scoring import Decision, LengthNorm, Thresholds
 
 def test_chain_rule_and_length_normalization() -> None:
     assert scoring.sequence_logprob([-1.0, -0.5, -0.25]) == pytest.approx(-1.75)
-    assert scoring.length_normalized([-1.0, -0.5], LengthNorm.MEAN) == pytest.approx(-0.75)
-    assert scoring.length_normalized([-1.0, -0.5], LengthNorm.SUM) == pytest.approx(-1.5)
+    assert scoring.normalized(-1.5, 2, LengthNorm.MEAN) == pytest.approx(-0.75)
+    assert scoring.normalized(-1.5, 2, LengthNorm.SUM) == pytest.approx(-1.5)
 
 
 def test_softmax_sums_to_one_and_is_stable() -> None:
