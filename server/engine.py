@@ -166,11 +166,19 @@ class Engine:
         self.ensure_running()
         if candidates:
             params = self._sampling_params(
-                max_tokens=1, temperature=0.0, logprob_token_ids=list(candidates), detokenize=False
+                max_tokens=1,
+                temperature=0.0,
+                logprob_token_ids=list(candidates),
+                detokenize=False,
+                skip_clone=True,  # built per read and never reused: no deep copy needed
             )
         else:
             params = self._sampling_params(
-                max_tokens=1, temperature=0.0, logprobs=max(top_k, 1), detokenize=False
+                max_tokens=1,
+                temperature=0.0,
+                logprobs=max(top_k, 1),
+                detokenize=False,
+                skip_clone=True,
             )
         engine_input = self._tokens_input(list(prompt_ids), cache_salt=cache_salt)
         request_id = f"lp-{next(self._ids)}"
@@ -212,7 +220,11 @@ class Engine:
         """
         self.ensure_running()
         params = self._sampling_params(
-            max_tokens=1, temperature=0.0, prompt_logprobs=max(top_k, 0), detokenize=False
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=max(top_k, 0),
+            detokenize=False,
+            skip_clone=True,
         )
         engine_input = self._tokens_input(list(token_ids), cache_salt=cache_salt)
         request_id = f"lp-{next(self._ids)}"
