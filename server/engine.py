@@ -40,6 +40,10 @@ def configure_cpu_environment(settings: EngineSettings) -> None:
     if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
         cores = sorted(os.sched_getaffinity(0))
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+    # The CPU build's ahead-of-time compile cache fails to load ("'function' object has no
+    # attribute 'finalize_loading'"), so every start compiled the model again; torch's own
+    # compile cache loads: a restart takes 34 s instead of about 95.
+    os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 
 
 def direct_encoder(tokenizer: object) -> object | None:

@@ -236,6 +236,7 @@ def engine_env() -> dict[str, str]:
     env.setdefault(
         "VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
     )
+    env.setdefault("VLLM_USE_AOT_COMPILE", "0")  # a start that can reuse its compile cache
     return env
 
 
