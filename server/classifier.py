@@ -177,8 +177,9 @@ class PreparedTask:
         concrete = self.auto_mode if mode is Mode.AUTO else mode
         return concrete, self.reads[Mode.FULL if concrete is Mode.PRUNED else concrete]
 
-    @property
+    @functools.cached_property
     def roots(self) -> tuple[Read, ...]:
+        """The reads of the empty prefix, every mode's first (derived once per task)."""
         return tuple(r for r in self.reads[Mode.FULL] if not r.prefix)
 
 

@@ -7,6 +7,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -153,6 +154,34 @@ class Engine:
 
     # -- reads ---------------------------------------------------------------------
 
+    def _one_token_params(self, **logprobs: Any) -> Any:
+        """One greedy token, not detokenized, with the given log-prob options."""
+        # Built per read and never reused: vLLM need not deep-copy it (skip_clone).
+        return self._sampling_params(
+            max_tokens=1, temperature=0.0, detokenize=False, skip_clone=True, **logprobs
+        )
+
+    async def _generate(
+        self, token_ids: Sequence[int], params: Any, cache_salt: str | None
+    ) -> tuple[str, Any]:
+        """Runs one request to its end: (request id, final output or None).
+
+        A failure after the engine process died is EngineUnavailable. Cancelling the
+        awaiting task aborts the engine request.
+        """
+        self.ensure_running()
+        engine_input = self._tokens_input(list(token_ids), cache_salt=cache_salt)
+        request_id = f"lp-{next(self._ids)}"
+        final = None
+        try:
+            async for output in self._llm.generate(engine_input, params, request_id):  # type: ignore[attr-defined]
+                final = output
+        except Exception as exc:
+            if self.errored:
+                raise EngineUnavailable(f"engine is not running: {exc}") from exc
+            raise
+        return request_id, final
+
     async def read(
         self,
         prompt_ids: Sequence[int],
@@ -167,33 +196,11 @@ class Engine:
         ``logprob_token_ids``); with ``top_k``, the k most likely tokens instead.
         Cancelling the awaiting task aborts the engine request.
         """
-        self.ensure_running()
         if candidates:
-            params = self._sampling_params(
-                max_tokens=1,
-                temperature=0.0,
-                logprob_token_ids=list(candidates),
-                detokenize=False,
-                skip_clone=True,  # built per read and never reused: no deep copy needed
-            )
+            params = self._one_token_params(logprob_token_ids=list(candidates))
         else:
-            params = self._sampling_params(
-                max_tokens=1,
-                temperature=0.0,
-                logprobs=max(top_k, 1),
-                detokenize=False,
-                skip_clone=True,
-            )
-        engine_input = self._tokens_input(list(prompt_ids), cache_salt=cache_salt)
-        request_id = f"lp-{next(self._ids)}"
-        final = None
-        try:
-            async for output in self._llm.generate(engine_input, params, request_id):  # type: ignore[attr-defined]
-                final = output
-        except Exception as exc:
-            if self.errored:
-                raise EngineUnavailable(f"engine is not running: {exc}") from exc
-            raise
+            params = self._one_token_params(logprobs=max(top_k, 1))
+        request_id, final = await self._generate(prompt_ids, params, cache_salt)
         if final is None or not final.outputs or not final.outputs[0].logprobs:
             raise RuntimeError(f"engine returned no logprobs for request {request_id}")
         position = final.outputs[0].logprobs[0]
@@ -222,19 +229,8 @@ class Engine:
         One forward pass with ``prompt_logprobs``. vLLM skips reading the prefix
         cache for such requests (cached positions would have no logprobs).
         """
-        self.ensure_running()
-        params = self._sampling_params(
-            max_tokens=1,
-            temperature=0.0,
-            prompt_logprobs=max(top_k, 0),
-            detokenize=False,
-            skip_clone=True,
-        )
-        engine_input = self._tokens_input(list(token_ids), cache_salt=cache_salt)
-        request_id = f"lp-{next(self._ids)}"
-        final = None
-        async for output in self._llm.generate(engine_input, params, request_id):  # type: ignore[attr-defined]
-            final = output
+        params = self._one_token_params(prompt_logprobs=max(top_k, 0))
+        request_id, final = await self._generate(token_ids, params, cache_salt)
         if final is None or final.prompt_logprobs is None:
             raise RuntimeError(f"engine returned no prompt logprobs for request {request_id}")
         rows = [

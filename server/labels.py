@@ -121,17 +121,25 @@ def branch_reads(reads: Sequence[Read]) -> dict[int, tuple[Read, ...]]:
     return {token: tuple(group) for token, group in out.items()}
 
 
-def known_logprob(
+def known_token_logprobs(
     ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
-) -> float | None:
-    """A label's exact sequence log-probability, or None while a prefix of it is unread."""
-    total = []
+) -> list[float] | None:
+    """A label's per-token log-probabilities, or None while a prefix of it is unread."""
+    tokens = []
     for i in range(len(ids)):
         row = read_logprobs.get(tuple(ids[:i]))
         if row is None or ids[i] not in row:
             return None
-        total.append(row[ids[i]])
-    return math.fsum(total)
+        tokens.append(row[ids[i]])
+    return tokens
+
+
+def known_logprob(
+    ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
+) -> float | None:
+    """A label's exact sequence log-probability, or None while a prefix of it is unread."""
+    tokens = known_token_logprobs(ids, read_logprobs)
+    return None if tokens is None else math.fsum(tokens)
 
 
 def branches_to_read(
@@ -178,10 +186,9 @@ def estimated_logprobs(
         sharing[ids[0]] = sharing.get(ids[0], 0) + 1
     tokens, estimates = [], {}
     for i, ids in enumerate(label_ids):
-        if known_logprob(ids, read_logprobs) is not None:
-            tokens.append([read_logprobs[tuple(ids[:k])][ids[k]] for k in range(len(ids))])
-        else:
-            tokens.append([root[ids[0]]])
+        known = known_token_logprobs(ids, read_logprobs)
+        tokens.append(known if known is not None else [root[ids[0]]])
+        if known is None:
             estimates[i] = root[ids[0]] - math.log(sharing[ids[0]])
     return tokens, estimates
 

@@ -1110,7 +1110,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--mode",
-        choices=[m.value for m in Mode],
+        # PRUNED picks its reads per text from the root read: no fixed plan to hand the others.
+        choices=[m.value for m in Mode if m is not Mode.PRUNED],
         default="auto",
         help="label reads (auto: first_token for mr and bbc, full for hwu)",
     )
