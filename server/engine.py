@@ -226,18 +226,44 @@ class Engine:
     ) -> tuple[list[dict[int, float]], int]:
         """Log-probs of each token from ``start`` on given the tokens before it, plus the top k.
 
-        One forward pass with ``prompt_logprobs``. vLLM skips reading the prefix
-        cache for such requests (cached positions would have no logprobs).
+        One forward pass with ``prompt_logprobs``. vLLM's default for such requests is not
+        to read the prefix cache, because it leaves the rows of cached positions unwritten.
+        Only rows from ``start - 1`` on are needed here, so the cache is read, and the
+        request runs again without it in the rare case that the cache reached past that
+        row (the same prompt scored before).
         """
-        params = self._one_token_params(prompt_logprobs=max(top_k, 0))
+        rows, cached = await self._score_rows(token_ids, start, top_k, cache_salt, True)
+        if cached > start - 1:
+            rows, cached = await self._score_rows(token_ids, start, top_k, cache_salt, False)
+        return rows, cached
+
+    async def _score_rows(
+        self,
+        token_ids: Sequence[int],
+        start: int,
+        top_k: int,
+        cache_salt: str | None,
+        read_cache: bool,
+    ) -> tuple[list[dict[int, float]], int]:
+        params = self._one_token_params(
+            prompt_logprobs=max(top_k, 0), skip_reading_prefix_cache=not read_cache
+        )
         request_id, final = await self._generate(token_ids, params, cache_salt)
         if final is None or final.prompt_logprobs is None:
             raise RuntimeError(f"engine returned no prompt logprobs for request {request_id}")
+        cached = final.num_cached_tokens or 0
+        if cached > start - 1:
+            return [], cached
         rows = [
             {tid: lp.logprob for tid, lp in (position or {}).items()}
             for position in final.prompt_logprobs[start:]
         ]
-        return rows, final.num_cached_tokens or 0
+        return rows, cached
+
+    @property
+    def closing_token_id(self) -> int | None:
+        """The token that ends an assistant turn (the tokenizer's end-of-sequence)."""
+        return self.tokenizer.eos_token_id
 
     # -- lifecycle -----------------------------------------------------------------
 

@@ -201,3 +201,19 @@ def merge_reads(
     for read, logprobs in results:
         merged.setdefault(read.prefix, {}).update(logprobs)
     return merged
+
+
+def close_prefix_labels(label_ids: Sequence[TokenIds], closing_id: int) -> tuple[TokenIds, ...]:
+    """Labels whose tokens begin another label's end with the token that closes the answer.
+
+    P(" alarm") holds every continuation of " alarm", " alarm_set" included, so the shorter
+    label could never lose to the longer. Read as " alarm" + end-of-answer it is the complete
+    answer "alarm". The extra token sits where the trie already reads (the longer label's
+    next token), so it costs no read.
+    """
+    label_set = list(label_ids)
+    closed = []
+    for ids in label_set:
+        is_prefix = any(len(other) > len(ids) and other[: len(ids)] == ids for other in label_set)
+        closed.append((*ids, closing_id) if is_prefix else tuple(ids))
+    return tuple(closed)

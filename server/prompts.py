@@ -8,6 +8,7 @@ read as its continuation. Nothing here imports vLLM or grpc.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
@@ -62,6 +63,13 @@ class Template:
     label_lead: str = " "
     label_line: str = "- {name}"
     label_line_described: str = "- {name}: {description}"
+    # Joins the label lines in the list.
+    label_separator: str = "\n"
+    # "words": a label named like an identifier (alarm_set, playMusic) is shown and read as
+    # words ("alarm set", "play music"); the result still carries the name as sent.
+    label_wording: str = "words"
+    # The instruction when the request has none; "{labels}" is the label list.
+    default_instruction: str = DEFAULT_INSTRUCTION
     examples_header: str = "Examples:\n"
     example: str = "Text: {text}\nLabel: {label}\n\n"
     # Multi-label: the text first (shared by every label's read), then one question a label.
@@ -71,8 +79,51 @@ class Template:
     multi_label_answer_prefix: str = "Answer:"
     yes_answers: tuple[str, ...] = (" Yes", " yes")
     no_answers: tuple[str, ...] = (" No", " no")
+    # Noisy channel: the text is scored as the model's answer to this request, once per label
+    # (P(text | label)). Rendered as a user message with the model's own system prompt.
+    channel_request: str = "Write a text that is {name}."
+    channel_request_described: str = "Write a text that is {name} ({description})."
 
 
+def label_words(name: str) -> str:
+    """An identifier-like label as words: ``alarm_set`` -> ``alarm set``, ``playMusic`` ->
+    ``play music``. Other names come back unchanged."""
+    camel = r"(?<=[a-z0-9])(?=[A-Z][a-z])"
+    if " " in name or not (re.search(r"[_\-]", name) or re.search(camel, name)):
+        return name
+    return re.sub(r"[_\-]+", " ", re.sub(camel, " ", name)).strip().lower()
+
+
+def shown_labels(template: Template, labels: Sequence[LabelSpec]) -> tuple[LabelSpec, ...]:
+    """The labels as the prompt shows and the model reads them (see ``label_wording``).
+
+    Names stay as sent when wording them would make two labels read alike.
+    """
+    if template.label_wording != "words":
+        return tuple(labels)
+    worded = tuple(LabelSpec(label_words(lb.name), lb.description) for lb in labels)
+    if len({lb.name for lb in worded}) != len(worded):
+        return tuple(labels)
+    return worded
+
+
+# The prompt a plain vLLM user writes: one user message, labels joined by ", ", the answer
+# read at the very start of the assistant turn, the model's own system prompt. Kept as the
+# reference that `labelprob eval` compares the defaults with.
+MINIMAL_TEMPLATE = Template(
+    name="minimal",
+    system="",
+    default_instruction="Classify the text into one of these labels: {labels}.",
+    task="{instruction}\nAnswer with the label only.\n\n{examples}",
+    text="Text: {text}",
+    question="",
+    answer_prefix="",
+    label_lead="",
+    label_line="{name}",
+    label_line_described="{name} ({description})",
+    label_separator=", ",
+    label_wording="as_is",
+)
 PLAIN_TEMPLATE = Template(
     name="plain",
     style="plain",
@@ -84,7 +135,7 @@ PLAIN_TEMPLATE = Template(
     label_lead=" ",
 )
 CHAT_TEMPLATE = Template(name="chat")
-BUILTIN_TEMPLATES = {t.name: t for t in (CHAT_TEMPLATE, PLAIN_TEMPLATE)}
+BUILTIN_TEMPLATES = {t.name: t for t in (CHAT_TEMPLATE, PLAIN_TEMPLATE, MINIMAL_TEMPLATE)}
 DEFAULT_TEMPLATE = "chat"
 
 
@@ -129,7 +180,7 @@ def render_label_list(template: Template, labels: Sequence[LabelSpec]) -> str:
         else template.label_line.format(name=lb.name)
         for lb in labels
     ]
-    return "\n".join(lines)
+    return template.label_separator.join(lines)
 
 
 def render_examples(template: Template, examples: Sequence[ExampleSpec]) -> str:
@@ -146,9 +197,11 @@ def render_user_message(
     examples: Sequence[ExampleSpec],
     text: str,
 ) -> str:
+    label_list = render_label_list(template, labels)
     task = template.task.format(
-        instruction=instruction or DEFAULT_INSTRUCTION,
-        labels=render_label_list(template, labels),
+        # Only the template's own instruction is a format string; a caller's is taken as is.
+        instruction=instruction or template.default_instruction.format(labels=label_list),
+        labels=label_list,
         examples=render_examples(template, examples),
     )
     return task + template.text.format(text=text) + template.question
@@ -232,3 +285,19 @@ def multi_label_phrase(template: Template, label: LabelSpec) -> str:
 def render_prompt(parts: PromptParts, text: str) -> str:
     """The whole prompt as one string (for logs, tests and the oracle)."""
     return parts.prefix + text + parts.suffix
+
+
+def render_channel_head(
+    template: Template, label: LabelSpec, chat: ChatRenderer | None
+) -> tuple[str, bool]:
+    """What comes before the text when it is scored as the answer to a request for ``label``
+    (noisy channel); and whether the tokenizer should add its BOS token."""
+    if label.description:
+        request = template.channel_request_described.format(
+            name=label.name, description=label.description
+        )
+    else:
+        request = template.channel_request.format(name=label.name)
+    if template.style == "chat" and chat is not None:
+        return chat([{"role": "user", "content": request}]), False
+    return request + "\n", True
