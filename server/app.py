@@ -17,8 +17,8 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from labelprob.server import metrics as m
-from labelprob.server.classifier import Classifier, Options, Task
-from labelprob.server.config import ServerSettings
+from labelprob.server.classify import Classifier, Options, Task
+from labelprob.server.config import ClassifySettings, ServerSettings
 from labelprob.server.engine import Engine
 from labelprob.server.model_source import EMBEDDED_MODEL_NAME, resolve_model
 from labelprob.server.prompts import LabelSpec, load_templates
@@ -151,12 +151,14 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
     classifier = Classifier(
         engine,
         load_templates(settings.templates_file),
-        default_calibration=Calibration(settings.default_calibration),
-        default_truncate=settings.default_truncation == "truncate",
-        max_inflight_reads=settings.max_inflight_reads,
+        ClassifySettings(
+            default_calibration=Calibration(settings.default_calibration),
+            default_truncation=settings.default_truncation,
+            max_inflight_reads=settings.max_inflight_reads,
+        ),
         align_block=engine.block_size if settings.align_prompts else 0,
     )
-    m.INFLIGHT_READS.set_function(lambda: classifier.inflight_reads)
+    m.INFLIGHT_READS.set_function(lambda: classifier.budget.in_flight)
     m.ENGINE_REQUESTS.set_function(engine.num_unfinished_requests)
     await warm_up(classifier)
     # Everything loaded so far (model config, tokenizer, vLLM's modules) lives as long as

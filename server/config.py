@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labelprob.server.scoring import Calibration
+
 ENV_PREFIX = "LABELPROB_"
 
 
@@ -26,6 +28,20 @@ class EngineSettings:
     max_num_seqs: int = 256
     seed: int = 0
     cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ClassifySettings:
+    """The classification path's defaults and its bound on engine reads."""
+
+    # What a request that leaves calibration unset gets; README: AUTO.
+    default_calibration: Calibration = Calibration.AUTO
+    default_truncation: str = "truncate"  # or "reject"
+    max_inflight_reads: int = 16384  # queued engine reads before RESOURCE_EXHAUSTED
+
+    @property
+    def default_truncate(self) -> bool:
+        return self.default_truncation == "truncate"
 
 
 @dataclass(frozen=True)

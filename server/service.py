@@ -19,9 +19,10 @@ from opentelemetry import trace
 from labelprob.server import __version__
 from labelprob.server import metrics as m
 from labelprob.server import validation as v
-from labelprob.server.classifier import (
+from labelprob.server.classify import (
     Classification,
     Classifier,
+    CompletionRequest,
     Options,
     ScoredCompletion,
     Task,
@@ -410,13 +411,15 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
                 raise InvalidArgument(
                     "top_alternatives", f"must be in [0, {v.MAX_TOP_ALTERNATIVES}]"
                 )
-            messages = [{"role": x.role, "content": x.content} for x in request.messages]
+            messages = tuple({"role": x.role, "content": x.content} for x in request.messages)
             scored = await self._classifier().score_completion(
-                request.prompt,
-                messages,
-                request.completion,
-                request.top_alternatives,
-                self._salt(context),
+                CompletionRequest(
+                    completion=request.completion,
+                    prompt=request.prompt,
+                    messages=messages,
+                    top_alternatives=request.top_alternatives,
+                    cache_salt=self._salt(context),
+                )
             )
             m.observe_usage(scored.usage)
             return completion_to_proto(scored)

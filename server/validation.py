@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labelprob.server.classifier import Options, Task
+from labelprob.server.classify import Options, Task
 from labelprob.server.errors import InvalidArgument
 from labelprob.server.labels import Mode
 from labelprob.server.prompts import ExampleSpec, LabelSpec
