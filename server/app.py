@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 
 from labelprob.server import metrics as m
 from labelprob.server.classify import Classifier, Options, Task
-from labelprob.server.config import ClassifySettings, ServerSettings
+from labelprob.server.config import ServerSettings
 from labelprob.server.engine import Engine
 from labelprob.server.model_source import EMBEDDED_MODEL_NAME, resolve_model
 from labelprob.server.prompts import LabelSpec, load_templates
@@ -151,11 +151,7 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
     classifier = Classifier(
         engine,
         load_templates(settings.templates_file),
-        ClassifySettings(
-            default_calibration=Calibration(settings.default_calibration),
-            default_truncation=settings.default_truncation,
-            max_inflight_reads=settings.max_inflight_reads,
-        ),
+        settings.classify,
         align_block=engine.block_size if settings.align_prompts else 0,
     )
     m.INFLIGHT_READS.set_function(lambda: classifier.budget.in_flight)
