@@ -18,9 +18,9 @@ ENV_PREFIX = "LABELPROB_"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
-def about(help_text: str, *, flag: str = "", choices: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A setting's metadata: its help line; ``flag`` overrides the name derived from the field."""
-    return {"help": help_text, "flag": flag, "choices": choices}
+def about(flag: str, help_text: str, *, choices: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A setting's metadata: its `labelprob serve` flag and help line."""
+    return {"flag": flag, "help": help_text, "choices": choices}
 
 
 @dataclass(frozen=True)
@@ -29,31 +29,43 @@ class EngineSettings:
 
     model: str | None = field(
         default=None,
-        metadata=about("Hugging Face model id or local folder; unset: embedded SmolLM2-135M"),
+        metadata=about(
+            "--model", "Hugging Face model id or local folder; unset: embedded SmolLM2-135M"
+        ),
     )
-    device: str = field(default="auto", metadata=about("auto, cpu or cuda"))
+    device: str = field(default="auto", metadata=about("--device", "auto, cpu or cuda"))
     dtype: str = field(
-        default="auto", metadata=about("model dtype: auto, bfloat16, float16, float32")
+        default="auto", metadata=about("--dtype", "model dtype: auto, bfloat16, float16, float32")
     )
     max_model_len: int | None = field(
-        default=None, metadata=about("context length in tokens; unset: the model's")
+        default=None,
+        metadata=about("--max-model-len", "context length in tokens; unset: the model's"),
     )
     block_size: int | None = field(
-        default=None, metadata=about("KV-cache block size; unset: 32 on CPU, vLLM's on GPU")
+        default=None,
+        metadata=about("--block-size", "KV-cache block size; unset: 32 on CPU, vLLM's on GPU"),
     )
     # CPU: KV-cache space; CUDA: ignored (see gpu_memory_utilization).
-    kv_cache_gib: float = field(default=2.0, metadata=about("CPU KV-cache size in GiB"))
-    gpu_memory_utilization: float = field(default=0.9, metadata=about("GPU memory share for vLLM"))
-    tensor_parallel_size: int = field(default=1, metadata=about("GPUs per model replica"))
-    max_num_seqs: int = field(
-        default=256, metadata=about("engine batch size limit (sequences per step)")
+    kv_cache_gib: float = field(
+        default=2.0, metadata=about("--kv-cache-gib", "CPU KV-cache size in GiB")
     )
-    seed: int = field(default=0, metadata=about("engine seed"))
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata=about("--gpu-memory-utilization", "GPU memory share for vLLM")
+    )
+    tensor_parallel_size: int = field(
+        default=1, metadata=about("--tensor-parallel-size", "GPUs per model replica")
+    )
+    max_num_seqs: int = field(
+        default=256,
+        metadata=about("--max-num-seqs", "engine batch size limit (sequences per step)"),
+    )
+    seed: int = field(default=0, metadata=about("--seed", "engine seed"))
     cache_dir: Path | None = field(
-        default=None, metadata=about("where the converted embedded model is kept")
+        default=None, metadata=about("--cache-dir", "where the converted embedded model is kept")
     )
     enforce_eager: bool = field(
-        default=False, metadata=about("skip torch.compile / CUDA graphs: faster start")
+        default=False,
+        metadata=about("--enforce-eager", "skip torch.compile / CUDA graphs: faster start"),
     )
 
 
@@ -64,16 +76,19 @@ class ClassifySettings:
     default_calibration: Calibration = field(
         default=Calibration.AUTO,
         metadata=about(
+            "--default-calibration",
             "calibration of requests that leave it unset: auto (batch for 8+ texts, "
-            "else contextual), none, contextual, domain_pmi"
+            "else contextual), none, contextual, domain_pmi",
         ),
     )
     default_truncation: str = field(
         default="truncate",
-        metadata=about("a text longer than the context", choices=("truncate", "reject")),
+        metadata=about(
+            "--default-truncation", "a text longer than the context", choices=("truncate", "reject")
+        ),
     )
     max_inflight_reads: int = field(
-        default=16384, metadata=about("engine reads queued before overload")
+        default=16384, metadata=about("--max-inflight-reads", "engine reads queued before overload")
     )
 
     @property
@@ -85,56 +100,69 @@ class ClassifySettings:
 class ServerSettings:
     """server"""
 
-    host: str = field(default="0.0.0.0", metadata=about("address to listen on"))
-    port: int = field(default=50051, metadata=about("gRPC port"))
+    host: str = field(default="0.0.0.0", metadata=about("--host", "address to listen on"))
+    port: int = field(default=50051, metadata=about("--port", "gRPC port"))
     metrics_port: int = field(
-        default=9090, metadata=about("Prometheus metrics HTTP port; 0 disables")
+        default=9090, metadata=about("--metrics-port", "Prometheus metrics HTTP port; 0 disables")
     )
-    max_labels: int = field(default=512, metadata=about("most labels per request"))
-    max_batch_texts: int = field(default=1024, metadata=about("most texts per ClassifyBatch"))
+    max_labels: int = field(default=512, metadata=about("--max-labels", "most labels per request"))
+    max_batch_texts: int = field(
+        default=1024, metadata=about("--max-batch-texts", "most texts per ClassifyBatch")
+    )
     max_text_chars: int = field(
-        default=200_000, metadata=about("longest text accepted, in characters")
+        default=200_000, metadata=about("--max-text-chars", "longest text accepted, in characters")
     )
     max_message_bytes: int = field(
-        default=16 * 1024 * 1024, metadata=about("largest gRPC message accepted")
+        default=16 * 1024 * 1024,
+        metadata=about("--max-message-bytes", "largest gRPC message accepted"),
     )
     templates_file: Path | None = field(
-        default=None, metadata=about("TOML file of named prompt templates")
+        default=None, metadata=about("--templates-file", "TOML file of named prompt templates")
     )
     grace_period_s: float = field(
         default=30.0,
-        metadata=about("seconds to finish in-flight RPCs on SIGTERM", flag="--grace-period"),
+        metadata=about("--grace-period", "seconds to finish in-flight RPCs on SIGTERM"),
     )
-    log_level: str = field(default="info", metadata=about("debug, info, warning or error"))
+    log_level: str = field(
+        default="info", metadata=about("--log-level", "debug, info, warning or error")
+    )
     # Off: request texts never reach the logs.
-    log_text: bool = field(default=False, metadata=about("include request texts in logs"))
+    log_text: bool = field(
+        default=False, metadata=about("--log-text", "include request texts in logs")
+    )
     # Multi-read (FULL) prompts padded to a KV-block boundary: far fewer recomputed tokens.
     align_prompts: bool = field(
-        default=True, metadata=about("pad FULL-mode prompts to a KV-block boundary")
+        default=True,
+        metadata=about("--align-prompts", "pad FULL-mode prompts to a KV-block boundary"),
     )
     tls_cert: Path | None = field(
-        default=None, metadata=about("server certificate (PEM); enables TLS")
+        default=None, metadata=about("--tls-cert", "server certificate (PEM); enables TLS")
     )
-    tls_key: Path | None = field(default=None, metadata=about("server private key (PEM)"))
+    tls_key: Path | None = field(
+        default=None, metadata=about("--tls-key", "server private key (PEM)")
+    )
     tls_client_ca: Path | None = field(
-        default=None, metadata=about("CA bundle for client certificates; enables mutual TLS")
+        default=None,
+        metadata=about("--tls-client-ca", "CA bundle for client certificates; enables mutual TLS"),
     )
     # Each tenant gets its own prefix-cache salt.
     tenant_header: str = field(
-        default="", metadata=about("metadata key of the tenant id (cache isolation)")
+        default="",
+        metadata=about("--tenant-header", "metadata key of the tenant id (cache isolation)"),
     )
     cache_salt_secret: str = field(
-        default="", metadata=about("secret mixed into tenant cache salts")
+        default="", metadata=about("--cache-salt-secret", "secret mixed into tenant cache salts")
     )
     otlp_endpoint: str = field(
-        default="", metadata=about("OpenTelemetry collector (OTLP/gRPC) for traces")
+        default="",
+        metadata=about("--otlp-endpoint", "OpenTelemetry collector (OTLP/gRPC) for traces"),
     )
     engine: EngineSettings = field(default_factory=EngineSettings)
     classify: ClassifySettings = field(default_factory=ClassifySettings)
 
 
 def flag_name(f: Field) -> str:
-    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+    return f.metadata["flag"]
 
 
 def env_name(f: Field) -> str:

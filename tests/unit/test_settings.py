@@ -39,7 +39,7 @@ def leaf_fields() -> list[dataclasses.Field]:
 
 
 def flag_of(f: dataclasses.Field) -> str:
-    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    return f.metadata["flag"]
 
 
 def test_every_setting_has_one_flag_and_help_lists_it() -> None:
