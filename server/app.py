@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from labelprob.server import metrics as m
-from labelprob.server.classifier import Classifier, Options, Task
+from labelprob.server.classify import Classifier, Options, Task
 from labelprob.server.config import ServerSettings
 from labelprob.server.engine import Engine
 from labelprob.server.model_source import EMBEDDED_MODEL_NAME, resolve_model
@@ -103,8 +103,9 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     return grpc.ssl_server_credentials(key_pair)
 
 
-async def start_server(settings: ServerSettings, model_name: str) -> Running:
-    """Starts gRPC with health (NOT_SERVING), reflection and an unready classifier service."""
+def create_server(settings: ServerSettings, service: ClassifierService) -> Running:
+    """The gRPC server with health (NOT_SERVING), reflection and ``service``, bound to its
+    port and not started: tests run it in process with a service of their own."""
     # The transport takes up to twice the request limit, so that a message over the
     # limit reaches validation and gets INVALID_ARGUMENT naming it, not a bare error.
     server = grpc.aio.server(
@@ -115,7 +116,6 @@ async def start_server(settings: ServerSettings, model_name: str) -> Running:
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service = ClassifierService(None, settings, model_name, Engine.version())
     pb_grpc.add_ClassifierServiceServicer_to_server(service, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -126,10 +126,17 @@ async def start_server(settings: ServerSettings, model_name: str) -> Running:
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, credentials)
-    await server.start()
     running = Running(server, port, health_servicer, service)
     running.set_serving(False)
-    log.info("grpc listening", port=port, tls=credentials is not None)
+    return running
+
+
+async def start_server(settings: ServerSettings, model_name: str) -> Running:
+    """Starts gRPC with health (NOT_SERVING), reflection and an unready classifier service."""
+    service = ClassifierService(None, settings, model_name, Engine.version())
+    running = create_server(settings, service)
+    await running.server.start()
+    log.info("grpc listening", port=running.port, tls=settings.tls_cert is not None)
     return running
 
 
@@ -151,12 +158,10 @@ async def attach_engine(running: Running, settings: ServerSettings) -> Engine:
     classifier = Classifier(
         engine,
         load_templates(settings.templates_file),
-        default_calibration=Calibration(settings.default_calibration),
-        default_truncate=settings.default_truncation == "truncate",
-        max_inflight_reads=settings.max_inflight_reads,
+        settings.classify,
         align_block=engine.block_size if settings.align_prompts else 0,
     )
-    m.INFLIGHT_READS.set_function(lambda: classifier.inflight_reads)
+    m.INFLIGHT_READS.set_function(lambda: classifier.budget.in_flight)
     m.ENGINE_REQUESTS.set_function(engine.num_unfinished_requests)
     await warm_up(classifier)
     # Everything loaded so far (model config, tokenizer, vLLM's modules) lives as long as
@@ -229,4 +234,4 @@ def main(settings: ServerSettings) -> int:
     return asyncio.run(serve(settings))
 
 
-__all__ = ["Running", "attach_engine", "main", "pb", "serve", "start_server"]
+__all__ = ["Running", "attach_engine", "create_server", "main", "pb", "serve", "start_server"]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from labelprob.server.classifier import Usage
+    from labelprob.server.classify import Usage
 
 REQUESTS = Counter(
     "labelprob_requests_total", "RPCs handled, by method and gRPC status code", ["method", "code"]

@@ -1,42 +1,43 @@
-"""The reference computation: label log-probabilities from a direct transformers forward pass."""
+"""The reference computation: label log-probabilities from a direct transformers forward pass.
+
+Independent of the server's code: token ids come straight from the tokenizer, the
+log-probabilities from ``log_softmax`` over the model's logits. The prompt's layout is
+the documented one: prefix, text and suffix tokenized apart (the text between two fixed
+parts), newlines after the text to a KV-block boundary for multi-read prompts, and each
+label tokenized as the continuation of the prompt.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from labelprob.server.labels import block_padding, continuation_ids
-from labelprob.server.prompts import PromptParts
+
+def encode(tokenizer, text: str, *, bos: bool = False) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=bos))
 
 
-def prompt_ids(tokenizer, parts: PromptParts, text: str) -> list[int]:
-    """Prompt tokens exactly as the server builds them: prefix, text, suffix tokenized apart."""
-    return (
-        tokenizer.encode(parts.prefix, add_special_tokens=parts.add_special_tokens)
-        + tokenizer.encode(text, add_special_tokens=False)
-        + tokenizer.encode(parts.suffix, add_special_tokens=False)
-    )
+def prompt_ids(
+    tokenizer, prefix: str, text: str, suffix: str, *, bos: bool, block: int = 0
+) -> list[int]:
+    """Prefix, text and suffix tokenized apart; with ``block``, newlines after the text until
+    the whole prompt is a multiple of ``block`` tokens long."""
+    head = encode(tokenizer, prefix, bos=bos) + encode(tokenizer, text)
+    tail = encode(tokenizer, suffix)
+    pad = (block - (len(head) + len(tail)) % block) % block if block else 0
+    newline = encode(tokenizer, "\n")[-1]
+    return head + [newline] * pad + tail
 
 
-def aligned_prompt_ids(tokenizer, parts: PromptParts, text: str, block: int) -> list[int]:
-    """The prompt as the server builds it for multi-read (FULL) scoring: newlines after the
-    text end it on a KV-block boundary."""
-    prefix = tokenizer.encode(parts.prefix, add_special_tokens=parts.add_special_tokens)
-    body = tokenizer.encode(text, add_special_tokens=False)
-    suffix = tokenizer.encode(parts.suffix, add_special_tokens=False)
-    pad = block_padding(len(prefix) + len(body) + len(suffix), block)
-    newline = tokenizer.encode("\n", add_special_tokens=False)[-1]
-    return prefix + body + [newline] * pad + suffix
-
-
-def continuation_of(tokenizer, anchor: str, text: str) -> list[int]:
-    def encode(s: str) -> list[int]:
-        return tokenizer.encode(s, add_special_tokens=False)
-
-    return list(continuation_ids(encode, anchor, text))
-
-
-def label_ids(tokenizer, parts: PromptParts, name: str) -> list[int]:
-    return continuation_of(tokenizer, parts.suffix, parts.label_lead + name)
+def tokens_after(tokenizer, prompt: str, continuation: str) -> list[int]:
+    """The continuation's tokens as the tokenizer produces them after ``prompt``: tokenize
+    prompt + continuation and keep what follows the prompt's own tokens. Where the boundary
+    merges (the prompt's tokens would change), the continuation is tokenized alone, since
+    the prompt is sent as it is."""
+    base = encode(tokenizer, prompt)
+    whole = encode(tokenizer, prompt + continuation)
+    if whole[: len(base)] == base:
+        return whole[len(base) :]
+    return encode(tokenizer, continuation)
 
 
 def label_logprobs(model, prompt: list[int], label: list[int]) -> list[float]:

@@ -1,4 +1,4 @@
-"""Bad input: every catalogue entry gets its status and names its field; the server keeps serving.
+"""Bad input end to end: each entry gets its status and names its field; the server keeps serving.
 
 Also a property-based fuzz (hypothesis) of Classify requests: any request gets OK or
 INVALID_ARGUMENT, never an internal error or a hang.
@@ -38,59 +38,12 @@ def opts(**fields: object) -> pb.ScoringOptions:
     return pb.ScoringOptions(**fields)
 
 
-# (name, RPC, request, field the BadRequest must name)
+# A few bad requests end to end, one per layer that can refuse them: validation, the
+# tokenizer's view of the context, the template, the transport's size bound, and each RPC.
+# The full catalogue runs in process (tests/unit/test_validation.py).
 CATALOGUE: list[tuple[str, str, object, str]] = [
     ("empty text", "Classify", classify(text=""), "text"),
-    ("whitespace text", "Classify", classify(text=" \n\t "), "text"),
-    ("text over the character limit", "Classify", classify(text="x" * 200_001), "text"),
-    ("no labels", "Classify", classify(labels=[]), "labels"),
-    ("one label", "Classify", classify(labels=labels("alpha")), "labels"),
     ("duplicate labels", "Classify", classify(labels=labels("a", "b", "a")), "labels[2].name"),
-    ("empty label name", "Classify", classify(labels=labels("a", "")), "labels[1].name"),
-    (
-        "label with outer whitespace",
-        "Classify",
-        classify(labels=labels("a", " b")),
-        "labels[1].name",
-    ),
-    (
-        "label with control characters",
-        "Classify",
-        classify(labels=labels("a", "b\x00")),
-        "labels[1].name",
-    ),
-    ("label name too long", "Classify", classify(labels=labels("a", "b" * 257)), "labels[1].name"),
-    (
-        "label description too long",
-        "Classify",
-        classify(labels=[pb.Label(name="a"), pb.Label(name="b", description="d" * 1025)]),
-        "labels[1].description",
-    ),
-    (
-        "labels over the limit",
-        "Classify",
-        classify(labels=labels(*[f"l{i}" for i in range(513)])),
-        "labels",
-    ),
-    ("instruction too long", "Classify", classify(instruction="i" * 4097), "instruction"),
-    (
-        "example with an unknown label",
-        "Classify",
-        classify(examples=[pb.Example(text="t", label="gamma")]),
-        "examples[0].label",
-    ),
-    (
-        "example with empty text",
-        "Classify",
-        classify(examples=[pb.Example(text="", label="alpha")]),
-        "examples[0].text",
-    ),
-    (
-        "too many examples",
-        "Classify",
-        classify(examples=[pb.Example(text="t", label="alpha")] * 65),
-        "examples",
-    ),
     (
         "text longer than the context, reject policy",
         "Classify",
@@ -104,61 +57,6 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "labels",
     ),
     ("unknown template", "Classify", classify(options=opts(template="nope")), "options.template"),
-    ("unknown scoring mode", "Classify", classify(options=opts(mode=42)), "options.mode"),
-    (
-        "unknown calibration",
-        "Classify",
-        classify(options=opts(calibration=42)),
-        "options.calibration",
-    ),
-    (
-        "unknown truncation policy",
-        "Classify",
-        classify(options=opts(truncation=9)),
-        "options.truncation",
-    ),
-    (
-        "unknown length normalization",
-        "Classify",
-        classify(options=opts(length_normalization=7)),
-        "options.length_normalization",
-    ),
-    (
-        "top probability threshold above 1",
-        "Classify",
-        classify(options=opts(thresholds=pb.DecisionThresholds(min_top_probability=1.5))),
-        "options.thresholds.min_top_probability",
-    ),
-    (
-        "margin threshold negative",
-        "Classify",
-        classify(options=opts(thresholds=pb.DecisionThresholds(min_margin=-0.1))),
-        "options.thresholds.min_margin",
-    ),
-    (
-        "label mass threshold NaN",
-        "Classify",
-        classify(options=opts(thresholds=pb.DecisionThresholds(min_label_mass=math.nan))),
-        "options.thresholds.min_label_mass",
-    ),
-    (
-        "too many top alternatives",
-        "Classify",
-        classify(options=opts(top_alternatives=21)),
-        "options.top_alternatives",
-    ),
-    (
-        "negative top alternatives",
-        "Classify",
-        classify(options=opts(top_alternatives=-1)),
-        "options.top_alternatives",
-    ),
-    (
-        "multi-label threshold above 1",
-        "Classify",
-        classify(options=opts(multi_label=True, multi_label_threshold=2.0)),
-        "options.multi_label_threshold",
-    ),
     (
         "batch calibration on one text",
         "Classify",
@@ -166,23 +64,10 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.calibration",
     ),
     (
-        "too many content-free inputs",
-        "Classify",
-        classify(options=opts(content_free_inputs=["x"] * 9)),
-        "options.content_free_inputs",
-    ),
-    ("batch without texts", "ClassifyBatch", pb.ClassifyBatchRequest(labels=AB), "texts"),
-    (
         "batch with an empty text",
         "ClassifyBatch",
         pb.ClassifyBatchRequest(texts=["ok", "fine", ""], labels=AB),
         "texts[2]",
-    ),
-    (
-        "batch over the text limit",
-        "ClassifyBatch",
-        pb.ClassifyBatchRequest(texts=["t"] * 1025, labels=AB),
-        "texts",
     ),
     (
         "request over the message limit",
@@ -191,29 +76,6 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
             texts=["y" * 4000] * (TINY_MAX_MESSAGE_BYTES // 4000 + 10), labels=AB
         ),
         "request",
-    ),
-    (
-        "completion without a prompt",
-        "ScoreCompletion",
-        pb.ScoreCompletionRequest(completion="x"),
-        "prompt",
-    ),
-    (
-        "completion with prompt and messages",
-        "ScoreCompletion",
-        pb.ScoreCompletionRequest(
-            prompt="p", messages=[pb.ChatMessage(role="user", content="c")], completion="x"
-        ),
-        "prompt",
-    ),
-    ("empty completion", "ScoreCompletion", pb.ScoreCompletionRequest(prompt="p"), "completion"),
-    (
-        "unknown chat role",
-        "ScoreCompletion",
-        pb.ScoreCompletionRequest(
-            messages=[pb.ChatMessage(role="robot", content="c")], completion="x"
-        ),
-        "messages[0].role",
     ),
     (
         "chat messages to a model without chat template",
@@ -236,11 +98,6 @@ def violations(err: grpc.RpcError) -> list[str]:
             detail.Unpack(bad)
             out += [fv.field for fv in bad.field_violations]
     return out
-
-
-def test_catalogue_is_large_enough() -> None:
-    assert len(CATALOGUE) >= 25
-    assert len({name for name, *_ in CATALOGUE}) == len(CATALOGUE)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +162,9 @@ def check_fuzz_request(client: Client, request: pb.ClassifyRequest) -> None:
     assert [lb.name for lb in result.labels] == [lb.name for lb in request.labels]
     if not request.options.multi_label:
         assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-6)
-    assert all(0.0 <= lb.probability <= 1.0 for lb in result.labels)
+    probabilities = [lb.probability for lb in result.labels]
+    assert all(math.isfinite(p) for p in probabilities)
+    assert result.top_label == result.labels[probabilities.index(max(probabilities))].name
 
 
 @settings(

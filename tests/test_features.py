@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from labelprob.client import ClassifyParams, Client
-from labelprob.server import scoring
+from labelprob.server.prompts import PLAIN_TEMPLATE, LabelSpec, render_prompt_parts
 from labelprob.v1 import classifier_pb2 as pb
 from tests import oracle
 
@@ -16,6 +16,20 @@ pytestmark = pytest.mark.engine
 
 LABELS = ["positive", "negative", "neutral"]
 TEXTS = ["The team won the final.", "Stocks fell sharply.", "Play some jazz.", "Set an alarm."]
+
+
+def softmax(logprobs: list[float]) -> list[float]:
+    top = max(logprobs)
+    weights = [math.exp(x - top) for x in logprobs]
+    return [w / sum(weights) for w in weights]
+
+
+def divided_by_mean(dist: list[float], dists: list[list[float]]) -> list[float]:
+    """A distribution divided by the mean of others, renormalized: what contextual and
+    batch calibration do."""
+    prior = [sum(d[i] for d in dists) / len(dists) for i in range(len(dist))]
+    ratios = [p / q for p, q in zip(dist, prior, strict=True)]
+    return [r / sum(ratios) for r in ratios]
 
 
 def options(**fields: object) -> pb.ScoringOptions:
@@ -42,12 +56,13 @@ def test_contextual_calibration_divides_out_the_content_free_distribution(
         ),
     )
     assert calibrated.calibration == pb.CALIBRATION_CONTEXTUAL
-    # Expected from the server's own raw scores of the text and the content-free inputs.
-    rows = [raw_logprobs(tiny_client, t) for t in content_free]
-    expected = scoring.softmax(scoring.contextual_calibrated(raw_logprobs(tiny_client, text), rows))
+    # Expected from the raw label log-probs of the text and of the content-free inputs.
+    rows = [softmax(raw_logprobs(tiny_client, t)) for t in content_free]
+    text_dist = softmax(raw_logprobs(tiny_client, text))
+    expected = divided_by_mean(text_dist, rows)
     assert [lb.probability for lb in calibrated.labels] == pytest.approx(expected, abs=1e-3)
     assert [lb.uncalibrated_probability for lb in calibrated.labels] == pytest.approx(
-        scoring.softmax(raw_logprobs(tiny_client, text)), abs=1e-3
+        text_dist, abs=1e-3
     )
     # The server default (contextual) applies when the request leaves calibration unset.
     default = tiny_client.classify(text, ClassifyParams(LABELS, options=options()))
@@ -57,22 +72,30 @@ def test_contextual_calibration_divides_out_the_content_free_distribution(
 def test_batch_calibration_uses_the_batch_statistics(tiny_client: Client) -> None:
     params = ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_BATCH))
     batch = tiny_client.classify_batch(TEXTS, params)
-    raw = [[lb.logprob for lb in r.labels] for r in batch.results]
-    expected = [scoring.softmax(row) for row in scoring.batch_calibrated(raw)]
+    dists = [softmax([lb.logprob for lb in r.labels]) for r in batch.results]
+    expected = [divided_by_mean(d, dists) for d in dists]
     for result, want in zip(batch.results, expected, strict=True):
         assert result.calibration == pb.CALIBRATION_BATCH
         assert [lb.probability for lb in result.labels] == pytest.approx(want, abs=1e-9)
 
 
-def test_domain_pmi_is_reported_and_normalized(tiny_client: Client) -> None:
-    result = tiny_client.classify(
-        "Stocks fell.",
-        ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_DOMAIN_PMI)),
-    )
+def test_domain_pmi_subtracts_the_premise_log_probs(tiny_client: Client, tiny_reference) -> None:
+    tokenizer, model = tiny_reference
+    premise = "Finance news."
+    opts = options(calibration=pb.CALIBRATION_DOMAIN_PMI, domain_premise=premise)
+    result = tiny_client.classify("Stocks fell.", ClassifyParams(LABELS, options=opts))
     assert result.calibration == pb.CALIBRATION_DOMAIN_PMI
-    assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
-    # PMI changes the ranking basis: scores are raw log-probs minus the premise's.
-    assert any(abs(lb.score - lb.logprob) > 1e-6 for lb in result.labels)
+    # The premise prompt: the task with the premise as its instruction, and no text.
+    parts = render_prompt_parts(PLAIN_TEMPLATE, premise, [LabelSpec(n) for n in LABELS], [], None)
+    prompt = oracle.prompt_ids(
+        tokenizer, parts.prefix, "", parts.suffix, bos=parts.add_special_tokens
+    )
+    for lb in result.labels:
+        ids = oracle.tokens_after(tokenizer, parts.prefix + parts.suffix, " " + lb.name)
+        premise_logprob = sum(oracle.label_logprobs(model, prompt, ids[: len(lb.tokens)]))
+        assert lb.score == pytest.approx(lb.logprob - premise_logprob, abs=2e-3)
+    expected = softmax([lb.score for lb in result.labels])
+    assert [lb.probability for lb in result.labels] == pytest.approx(expected, abs=1e-9)
 
 
 def test_decision_thresholds(tiny_client: Client) -> None:
@@ -97,7 +120,7 @@ def test_multi_label_gives_independent_yes_no_probabilities(tiny_client: Client)
     assert sum(probs) != pytest.approx(1.0, abs=1e-6)
     for lb in result.labels:
         # P(label) = sigmoid(log P(yes) - log P(no)), uncalibrated here.
-        assert lb.probability == pytest.approx(scoring.sigmoid(lb.score), abs=1e-9)
+        assert lb.probability == pytest.approx(1 / (1 + math.exp(-lb.score)), abs=1e-9)
         assert lb.uncalibrated_probability == pytest.approx(lb.probability, abs=1e-9)
     assert list(result.selected_labels) == [
         lb.name for lb in result.labels if lb.probability >= 0.3
@@ -125,7 +148,7 @@ def test_score_completion_matches_transformers(tiny_client: Client, tiny_referen
     )
     prompt_ids = tokenizer.encode(prompt, add_special_tokens=True)
     # The completion is tokenized as the continuation of the raw prompt.
-    completion_ids = oracle.continuation_of(tokenizer, prompt, completion)
+    completion_ids = oracle.tokens_after(tokenizer, prompt, completion)
     expected = oracle.label_logprobs(model, prompt_ids, completion_ids)
     assert [t.token.token_id for t in reply.tokens] == completion_ids
     for scored, want in zip(reply.tokens, expected, strict=True):
@@ -159,9 +182,9 @@ def test_classify_stream_matches_results_to_ids(tiny_client: Client) -> None:
         )
 
 
-def test_label_probabilities_are_finite(tiny_client: Client) -> None:
+def test_label_log_probabilities_are_finite_and_not_positive(tiny_client: Client) -> None:
     result = tiny_client.classify("x", ClassifyParams(LABELS, options=options()))
-    assert all(math.isfinite(lb.logprob) for lb in result.labels)
+    assert all(math.isfinite(lb.logprob) and lb.logprob <= 0.0 for lb in result.labels)
 
 
 def test_auto_calibration_uses_the_batch_when_it_is_large_enough(tiny_client: Client) -> None:

@@ -1,7 +1,8 @@
 """The correctness oracle: the service's log-probs equal a direct transformers forward pass.
 
-Same prompt tokens and label tokens as the server uses; the expected value is
-``log_softmax`` at the answer position, chained over each label's tokens.
+The oracle (tests/oracle.py) builds the prompt and label token ids from the tokenizer
+alone; the expected value is ``log_softmax`` at the answer position, chained over each
+label's tokens.
 """
 
 from __future__ import annotations
@@ -48,13 +49,17 @@ def expected_label_logprobs(
     FULL-mode prompts are padded to the server's KV-block size (32 on CPU).
     """
     parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(n) for n in LABELS], [], None)
-    if aligned:
-        prompt = oracle.aligned_prompt_ids(tokenizer, parts, text, BLOCK_SIZE)
-    else:
-        prompt = oracle.prompt_ids(tokenizer, parts, text)
+    prompt = oracle.prompt_ids(
+        tokenizer,
+        parts.prefix,
+        text,
+        parts.suffix,
+        bos=parts.add_special_tokens,
+        block=BLOCK_SIZE if aligned else 0,
+    )
     out = {}
     for name in LABELS:
-        ids = oracle.label_ids(tokenizer, parts, name)
+        ids = oracle.tokens_after(tokenizer, parts.prefix + text + parts.suffix, " " + name)
         out[name] = list(zip(ids, oracle.label_logprobs(model, prompt, ids), strict=True))
     return out
 

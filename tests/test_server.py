@@ -75,20 +75,19 @@ def test_prefix_cache_serves_the_shared_prompt(tiny_client: Client) -> None:
     assert result.usage.cached_prompt_tokens >= 64
 
 
-def distinct_first_token_labels(tokenizer, count: int) -> list[str]:
+def distinct_first_token_labels(tokenizer, prompt: str, count: int) -> list[str]:
     """Label names whose first tokens (in context, after the "bare" template) all differ.
 
     That template puts no space before the label, so single characters and learned
     word pieces all start with different tokens.
     """
-    parts = render_prompt_parts(BARE, "", [LabelSpec("x")], [], None)
     names: list[str] = []
     firsts: set[int] = set()
     for token_id in range(len(tokenizer)):
         name = tokenizer.decode([token_id]).strip()
         if not name.isprintable() or not name or name in names:
             continue
-        ids = oracle.label_ids(tokenizer, parts, name)
+        ids = oracle.tokens_after(tokenizer, prompt, name)
         if ids and ids[0] not in firsts:
             firsts.add(ids[0])
             names.append(name)
@@ -99,8 +98,10 @@ def distinct_first_token_labels(tokenizer, count: int) -> list[str]:
 
 def test_more_than_128_labels_are_split_across_reads(tiny_client: Client, tiny_reference) -> None:
     tokenizer, model = tiny_reference
-    labels = distinct_first_token_labels(tokenizer, 150)
     text = "Set an alarm for seven."
+    # The label list is in the prompt, but the prompt's end is the same for any labels.
+    suffix = render_prompt_parts(BARE, "", [LabelSpec("x")], [], None).suffix
+    labels = distinct_first_token_labels(tokenizer, text + suffix, 150)
     params = ClassifyParams(
         labels,
         options=pb.ScoringOptions(
@@ -113,9 +114,11 @@ def test_more_than_128_labels_are_split_across_reads(tiny_client: Client, tiny_r
     assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
     # Every label, in either read, has the log-prob transformers gives for the same prompt.
     parts = render_prompt_parts(BARE, "", [LabelSpec(n) for n in labels], [], None)
-    prompt = oracle.prompt_ids(tokenizer, parts, text)
+    prompt = oracle.prompt_ids(
+        tokenizer, parts.prefix, text, parts.suffix, bos=parts.add_special_tokens
+    )
     for lb in result.labels:
-        first = oracle.label_ids(tokenizer, parts, lb.name)[:1]
+        first = oracle.tokens_after(tokenizer, parts.prefix + text + parts.suffix, lb.name)[:1]
         assert lb.logprob == pytest.approx(oracle.label_logprobs(model, prompt, first)[0], abs=1e-3)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,21 @@ def test_unread_branch_labels_share_the_first_token() -> None:
     assert 3 not in estimates and tokens[3] == pytest.approx([math.log(0.4)])
     assert known_logprob((7,), reads) == pytest.approx(math.log(0.4))
     assert known_logprob((1, 2), reads) is None
+
+
+def test_continuation_depends_on_its_anchor() -> None:
+    """A tokenizer that marks the start of a string ("▁" as SentencePiece's dummy prefix)
+    tokenizes a word differently alone than after other text: the label's tokens must be
+    the ones after the anchor."""
+    vocab: dict[str, int] = {}
+
+    def encode(s: str) -> list[int]:
+        pieces = re.findall(r" ?[^ ]+", s)
+        if pieces:
+            pieces[0] = "\u2581" + pieces[0].strip()
+        return [vocab.setdefault(p, len(vocab)) for p in pieces]
+
+    in_context = continuation_ids(encode, "Label:", " yes")
+    assert in_context == (vocab[" yes"],)
+    assert in_context != tuple(encode(" yes"))  # alone: "▁yes"
+    assert continuation_ids(encode, "Answer:", " yes") == in_context

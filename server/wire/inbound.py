@@ -1,4 +1,5 @@
-"""Request validation: proto messages to domain objects, or InvalidArgument naming the field.
+"""Proto to domain: each RPC's request validated into domain objects, or InvalidArgument
+naming the field.
 
 Every rule here is a limit a caller can read in the README or GetModelInfo; the
 service answers a failed rule with INVALID_ARGUMENT and a BadRequest detail.
@@ -11,55 +12,49 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labelprob.server.classifier import Options, Task
+from labelprob.server.classify import CompletionRequest, Options, Task
+from labelprob.server.config import ServerSettings
 from labelprob.server.errors import InvalidArgument
-from labelprob.server.labels import Mode
 from labelprob.server.prompts import ExampleSpec, LabelSpec
-from labelprob.server.scoring import Calibration, LengthNorm, Thresholds
+from labelprob.server.scoring import Calibration, Thresholds
+from labelprob.server.wire.enums import CALIBRATIONS, MODES, NORMS, TRUNCATION
 from labelprob.v1 import classifier_pb2 as pb
 
 MAX_TOP_ALTERNATIVES = 20
-
-MODES = {
-    pb.SCORING_MODE_UNSPECIFIED: Mode.AUTO,
-    pb.SCORING_MODE_AUTO: Mode.AUTO,
-    pb.SCORING_MODE_FIRST_TOKEN: Mode.FIRST_TOKEN,
-    pb.SCORING_MODE_FULL: Mode.FULL,
-    pb.SCORING_MODE_PRUNED: Mode.PRUNED,
-}
-NORMS = {
-    pb.LENGTH_NORMALIZATION_UNSPECIFIED: LengthNorm.SUM,
-    pb.LENGTH_NORMALIZATION_SUM: LengthNorm.SUM,
-    pb.LENGTH_NORMALIZATION_MEAN: LengthNorm.MEAN,
-}
-CALIBRATIONS = {
-    pb.CALIBRATION_UNSPECIFIED: None,
-    pb.CALIBRATION_NONE: Calibration.NONE,
-    pb.CALIBRATION_CONTEXTUAL: Calibration.CONTEXTUAL,
-    pb.CALIBRATION_DOMAIN_PMI: Calibration.DOMAIN_PMI,
-    pb.CALIBRATION_BATCH: Calibration.BATCH,
-    pb.CALIBRATION_AUTO: Calibration.AUTO,
-}
-TRUNCATION = {
-    pb.TRUNCATION_POLICY_UNSPECIFIED: None,
-    pb.TRUNCATION_POLICY_TRUNCATE: True,
-    pb.TRUNCATION_POLICY_REJECT: False,
-}
+CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may hold."""
+    """What one request may hold: the operator's limits (settings) and fixed ones."""
 
-    max_labels: int = 512
+    max_labels: int
+    max_text_chars: int
+    max_batch_texts: int
+    max_request_bytes: int
     max_label_chars: int = 256
     max_description_chars: int = 1024
     max_instruction_chars: int = 4096
     max_examples: int = 64
-    max_text_chars: int = 200_000
-    max_batch_texts: int = 1024
     max_content_free_inputs: int = 8
-    max_request_bytes: int = 16 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Limits:
+        return cls(
+            max_labels=settings.max_labels,
+            max_text_chars=settings.max_text_chars,
+            max_batch_texts=settings.max_batch_texts,
+            max_request_bytes=settings.max_message_bytes,
+        )
+
+
+@dataclass(frozen=True)
+class ClassifyCall:
+    """A Classify or ClassifyBatch request as the classifier takes it."""
+
+    task: Task
+    texts: tuple[str, ...]
+    options: Options
 
 
 def _enum(value: int, table: dict, field: str) -> object:
@@ -183,4 +178,56 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         domain_premise=options.domain_premise,
         multi_label=options.multi_label,
         multi_label_threshold=_fraction(threshold, "options.multi_label_threshold"),
+    )
+
+
+def _task_and_options(
+    request: pb.ClassifyRequest | pb.ClassifyBatchRequest, limits: Limits, cache_salt: str | None
+) -> tuple[Task, Options]:
+    task = task_from_proto(
+        request.labels, request.instruction, request.examples, request.options, limits
+    )
+    options = options_from_proto(request.options, limits).with_salt(cache_salt)
+    return task, options
+
+
+def classify_call(
+    request: pb.ClassifyRequest, limits: Limits, cache_salt: str | None = None
+) -> ClassifyCall:
+    check_size(request, limits)
+    text = check_text(request.text, "text", limits)
+    task, options = _task_and_options(request, limits, cache_salt)
+    if options.calibration is Calibration.BATCH:
+        raise InvalidArgument("options.calibration", "BATCH needs ClassifyBatch")
+    return ClassifyCall(task, (text,), options)
+
+
+def batch_call(
+    request: pb.ClassifyBatchRequest, limits: Limits, cache_salt: str | None = None
+) -> ClassifyCall:
+    check_size(request, limits)
+    texts = check_texts(request.texts, limits)
+    task, options = _task_and_options(request, limits, cache_salt)
+    return ClassifyCall(task, tuple(texts), options)
+
+
+def completion_request(
+    request: pb.ScoreCompletionRequest, limits: Limits, cache_salt: str | None = None
+) -> CompletionRequest:
+    check_size(request, limits)
+    if bool(request.prompt) == bool(request.messages):
+        raise InvalidArgument("prompt", "set exactly one of prompt and messages")
+    for i, msg in enumerate(request.messages):
+        if msg.role not in CHAT_ROLES:
+            raise InvalidArgument(f"messages[{i}].role", f"must be one of {sorted(CHAT_ROLES)}")
+    if not request.completion:
+        raise InvalidArgument("completion", "completion is empty")
+    if not 0 <= request.top_alternatives <= MAX_TOP_ALTERNATIVES:
+        raise InvalidArgument("top_alternatives", f"must be in [0, {MAX_TOP_ALTERNATIVES}]")
+    return CompletionRequest(
+        completion=request.completion,
+        prompt=request.prompt,
+        messages=tuple({"role": m.role, "content": m.content} for m in request.messages),
+        top_alternatives=request.top_alternatives,
+        cache_salt=cache_salt,
     )

@@ -1,0 +1,19 @@
+"""The request context: one classification request as it moves through the stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from labelprob.server.classify.prepare import PreparedTask
+from labelprob.server.classify.types import Options, Task
+from labelprob.server.labels import Mode
+from labelprob.server.scoring import Calibration
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    task: Task
+    prepared: PreparedTask
+    options: Options
+    mode: Mode  # concrete: AUTO resolved for these labels
+    calibration: Calibration  # resolved for this request (AUTO by batch size and mode)

@@ -1,0 +1,93 @@
+"""The real gRPC servicer in process: a grpc.aio server on loopback over a fake engine,
+reached through the generated asyncio stubs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from labelprob.server.app import Running, create_server
+from labelprob.server.classify import Classifier
+from labelprob.server.config import ClassifySettings, ServerSettings
+from labelprob.server.prompts import load_templates
+from labelprob.server.service import ClassifierService
+from labelprob.v1 import classifier_pb2_grpc as pb_grpc
+from tests.conftest import TEST_TEMPLATES
+from tests.unit.fake_engine import FakeEngine
+
+T = TypeVar("T")
+TEST_SETTINGS = ServerSettings(host="127.0.0.1", port=0, metrics_port=0)
+
+
+@dataclass
+class InProcess:
+    engine: FakeEngine
+    service: ClassifierService
+    running: Running
+    channel: grpc.aio.Channel
+    stub: pb_grpc.ClassifierServiceStub
+
+
+def classifier_for(
+    engine: FakeEngine, settings: ServerSettings = TEST_SETTINGS, align_block: int = 0
+) -> Classifier:
+    return Classifier(
+        engine, load_templates(TEST_TEMPLATES), settings.classify, align_block=align_block
+    )
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    engine: FakeEngine | None = None,
+    settings: ServerSettings = TEST_SETTINGS,
+    *,
+    ready: bool = True,
+) -> AsyncIterator[InProcess]:
+    """The app's own server (create_server) with the real servicer, started on a free port."""
+    engine = engine or FakeEngine()
+    classifier = classifier_for(engine, settings) if ready else None
+    service = ClassifierService(classifier, settings, "fake-model", "fake-engine")
+    running = create_server(settings, service)
+    await running.server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    try:
+        yield InProcess(engine, service, running, channel, pb_grpc.ClassifierServiceStub(channel))
+    finally:
+        await channel.close()
+        await running.server.stop(None)
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(scenario())
+
+
+def with_limits(**changes: object) -> ServerSettings:
+    """Test settings with some server fields changed."""
+    return dataclasses.replace(TEST_SETTINGS, **changes)
+
+
+def with_classify(**changes: object) -> ServerSettings:
+    return dataclasses.replace(
+        TEST_SETTINGS, classify=dataclasses.replace(ClassifySettings(), **changes)
+    )
+
+
+def violations(err: grpc.RpcError) -> list[str]:
+    """The fields a rich INVALID_ARGUMENT status names (its BadRequest detail)."""
+    status = rpc_status.from_call(err)
+    assert status is not None, "no rich status"
+    out = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            out += [fv.field for fv in bad.field_violations]
+    return out
