@@ -15,6 +15,13 @@ class ScoringMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORING_MODE_FULL: _ClassVar[ScoringMode]
     SCORING_MODE_PRUNED: _ClassVar[ScoringMode]
 
+class ScoringMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORING_METHOD_UNSPECIFIED: _ClassVar[ScoringMethod]
+    SCORING_METHOD_DIRECT: _ClassVar[ScoringMethod]
+    SCORING_METHOD_CHANNEL: _ClassVar[ScoringMethod]
+    SCORING_METHOD_COMBINED: _ClassVar[ScoringMethod]
+
 class LengthNormalization(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LENGTH_NORMALIZATION_UNSPECIFIED: _ClassVar[LengthNormalization]
@@ -46,6 +53,10 @@ SCORING_MODE_AUTO: ScoringMode
 SCORING_MODE_FIRST_TOKEN: ScoringMode
 SCORING_MODE_FULL: ScoringMode
 SCORING_MODE_PRUNED: ScoringMode
+SCORING_METHOD_UNSPECIFIED: ScoringMethod
+SCORING_METHOD_DIRECT: ScoringMethod
+SCORING_METHOD_CHANNEL: ScoringMethod
+SCORING_METHOD_COMBINED: ScoringMethod
 LENGTH_NORMALIZATION_UNSPECIFIED: LengthNormalization
 LENGTH_NORMALIZATION_SUM: LengthNormalization
 LENGTH_NORMALIZATION_MEAN: LengthNormalization
@@ -89,7 +100,7 @@ class DecisionThresholds(_message.Message):
     def __init__(self, min_top_probability: _Optional[float] = ..., min_margin: _Optional[float] = ..., min_label_mass: _Optional[float] = ...) -> None: ...
 
 class ScoringOptions(_message.Message):
-    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise")
+    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method")
     MODE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
@@ -101,6 +112,7 @@ class ScoringOptions(_message.Message):
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     CONTENT_FREE_INPUTS_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_PREMISE_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     mode: ScoringMode
     length_normalization: LengthNormalization
     calibration: Calibration
@@ -112,7 +124,8 @@ class ScoringOptions(_message.Message):
     truncation: TruncationPolicy
     content_free_inputs: _containers.RepeatedScalarFieldContainer[str]
     domain_premise: str
-    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ...) -> None: ...
+    method: ScoringMethod
+    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("text", "labels", "instruction", "examples", "options")
@@ -221,7 +234,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
-    __slots__ = ("model", "max_context_tokens", "max_labels", "max_batch_texts", "server_version", "engine_version", "chat_template", "templates", "vocab_size", "default_calibration")
+    __slots__ = ("model", "max_context_tokens", "max_labels", "max_batch_texts", "server_version", "engine_version", "chat_template", "templates", "vocab_size", "default_calibration", "default_method")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MAX_CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_LABELS_FIELD_NUMBER: _ClassVar[int]
@@ -232,6 +245,7 @@ class GetModelInfoResponse(_message.Message):
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_METHOD_FIELD_NUMBER: _ClassVar[int]
     model: str
     max_context_tokens: int
     max_labels: int
@@ -242,7 +256,8 @@ class GetModelInfoResponse(_message.Message):
     templates: _containers.RepeatedScalarFieldContainer[str]
     vocab_size: int
     default_calibration: Calibration
-    def __init__(self, model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., max_labels: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., server_version: _Optional[str] = ..., engine_version: _Optional[str] = ..., chat_template: _Optional[bool] = ..., templates: _Optional[_Iterable[str]] = ..., vocab_size: _Optional[int] = ..., default_calibration: _Optional[_Union[Calibration, str]] = ...) -> None: ...
+    default_method: ScoringMethod
+    def __init__(self, model: _Optional[str] = ..., max_context_tokens: _Optional[int] = ..., max_labels: _Optional[int] = ..., max_batch_texts: _Optional[int] = ..., server_version: _Optional[str] = ..., engine_version: _Optional[str] = ..., chat_template: _Optional[bool] = ..., templates: _Optional[_Iterable[str]] = ..., vocab_size: _Optional[int] = ..., default_calibration: _Optional[_Union[Calibration, str]] = ..., default_method: _Optional[_Union[ScoringMethod, str]] = ...) -> None: ...
 
 class TokenLogprob(_message.Message):
     __slots__ = ("token_id", "token", "logprob")
@@ -255,13 +270,14 @@ class TokenLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., token: _Optional[str] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("name", "probability", "logprob", "tokens", "uncalibrated_probability", "score", "estimated")
+    __slots__ = ("name", "probability", "logprob", "tokens", "uncalibrated_probability", "score", "channel_logprob", "estimated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     LOGPROB_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     UNCALIBRATED_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_LOGPROB_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     probability: float
@@ -269,8 +285,9 @@ class LabelScore(_message.Message):
     tokens: _containers.RepeatedCompositeFieldContainer[TokenLogprob]
     uncalibrated_probability: float
     score: float
+    channel_logprob: float
     estimated: bool
-    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., uncalibrated_probability: _Optional[float] = ..., score: _Optional[float] = ..., estimated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., uncalibrated_probability: _Optional[float] = ..., score: _Optional[float] = ..., channel_logprob: _Optional[float] = ..., estimated: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "cached_prompt_tokens", "engine_reads")
@@ -283,7 +300,7 @@ class Usage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., engine_reads: _Optional[int] = ...) -> None: ...
 
 class Classification(_message.Message):
-    __slots__ = ("top_label", "labels", "label_mass", "entropy", "margin", "top_alternatives", "decision", "usage", "mode", "calibration", "truncated", "selected_labels")
+    __slots__ = ("top_label", "labels", "label_mass", "entropy", "margin", "top_alternatives", "decision", "usage", "mode", "calibration", "truncated", "selected_labels", "method")
     TOP_LABEL_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LABEL_MASS_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +313,7 @@ class Classification(_message.Message):
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     SELECTED_LABELS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
     top_label: str
     labels: _containers.RepeatedCompositeFieldContainer[LabelScore]
     label_mass: float
@@ -308,4 +326,5 @@ class Classification(_message.Message):
     calibration: Calibration
     truncated: bool
     selected_labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, top_label: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., label_mass: _Optional[float] = ..., entropy: _Optional[float] = ..., margin: _Optional[float] = ..., top_alternatives: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., decision: _Optional[_Union[Decision, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., mode: _Optional[_Union[ScoringMode, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., truncated: _Optional[bool] = ..., selected_labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    method: ScoringMethod
+    def __init__(self, top_label: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[LabelScore, _Mapping]]] = ..., label_mass: _Optional[float] = ..., entropy: _Optional[float] = ..., margin: _Optional[float] = ..., top_alternatives: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., decision: _Optional[_Union[Decision, str]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., mode: _Optional[_Union[ScoringMode, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., truncated: _Optional[bool] = ..., selected_labels: _Optional[_Iterable[str]] = ..., method: _Optional[_Union[ScoringMethod, str]] = ...) -> None: ...
