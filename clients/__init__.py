@@ -1,5 +1,11 @@
-"""labelprob client: Python clients and command-line tools for labelprob.v1."""
+"""labelprob client: blocking and asyncio Python clients for labelprob.v1.
 
-from labelprob.client.client import AsyncClient, ClassifyParams, Client
+The command-line tools built on it live in `labelprob.tools`; this package imports none
+of them.
+"""
 
-__all__ = ["AsyncClient", "ClassifyParams", "Client"]
+from labelprob.client.calls import StreamResult
+from labelprob.client.client import AsyncClient, Client
+from labelprob.client.params import ClassifyParams
+
+__all__ = ["AsyncClient", "ClassifyParams", "Client", "StreamResult"]

@@ -1,108 +1,51 @@
-"""Python clients of labelprob.v1.ClassifierService: synchronous and asyncio, with deadlines."""
+"""Python clients of labelprob.v1.ClassifierService: blocking and asyncio, with deadlines.
+
+Both are thin shells over `calls`, where each RPC is defined once: a shell only says how a
+call is sent (blocking or awaited). Every call has a deadline (`timeout` seconds, the
+client's default when None).
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from types import ModuleType
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
+import grpc.aio
 
-from labelprob.v1 import classifier_pb2 as pb
+from labelprob.client import calls
+from labelprob.client.calls import Stream, StreamResult, Unary
+from labelprob.client.channel import DEFAULT_TARGET, channel_options, open_channel
+from labelprob.client.params import CALIBRATIONS, MODES, ClassifyParams, LabelLike, to_label
 from labelprob.v1 import classifier_pb2_grpc as pb_grpc
 
-DEFAULT_TARGET = "localhost:50051"
+__all__ = [
+    "CALIBRATIONS",
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_S",
+    "MODES",
+    "AsyncClient",
+    "ClassifyParams",
+    "Client",
+    "LabelLike",
+    "StreamResult",
+    "channel_options",
+    "to_label",
+]
+
 DEFAULT_TIMEOUT_S = 30.0
 
-LabelLike = str | tuple[str, str] | pb.Label
-MODES = {
-    "auto": pb.SCORING_MODE_AUTO,
-    "first_token": pb.SCORING_MODE_FIRST_TOKEN,
-    "full": pb.SCORING_MODE_FULL,
-    "pruned": pb.SCORING_MODE_PRUNED,
-}
-CALIBRATIONS = {
-    "default": pb.CALIBRATION_UNSPECIFIED,
-    "none": pb.CALIBRATION_NONE,
-    "contextual": pb.CALIBRATION_CONTEXTUAL,
-    "domain_pmi": pb.CALIBRATION_DOMAIN_PMI,
-    "batch": pb.CALIBRATION_BATCH,
-    "auto": pb.CALIBRATION_AUTO,
-}
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def to_label(label: LabelLike) -> pb.Label:
-    """A label from a name, a (name, description) pair, or a pb.Label."""
-    if isinstance(label, pb.Label):
-        return label
-    if isinstance(label, tuple):
-        return pb.Label(name=label[0], description=label[1])
-    return pb.Label(name=label)
+class _Shell:
+    """A channel, its stub and the default deadline; `api` is grpc or grpc.aio."""
 
-
-@dataclass
-class ClassifyParams:
-    """Everything of a request but its text(s)."""
-
-    labels: Sequence[LabelLike]
-    instruction: str = ""
-    examples: Sequence[tuple[str, str]] = ()
-    options: pb.ScoringOptions = field(default_factory=pb.ScoringOptions)
-
-    def request(self, text: str) -> pb.ClassifyRequest:
-        return pb.ClassifyRequest(
-            text=text,
-            labels=[to_label(lb) for lb in self.labels],
-            instruction=self.instruction,
-            examples=[pb.Example(text=t, label=lb) for t, lb in self.examples],
-            options=self.options,
-        )
-
-    def batch_request(self, texts: Iterable[str]) -> pb.ClassifyBatchRequest:
-        return pb.ClassifyBatchRequest(
-            texts=list(texts),
-            labels=[to_label(lb) for lb in self.labels],
-            instruction=self.instruction,
-            examples=[pb.Example(text=t, label=lb) for t, lb in self.examples],
-            options=self.options,
-        )
-
-
-# gRPC's own retries: an overloaded (RESOURCE_EXHAUSTED) or briefly unreachable server is
-# tried again with backoff; the server's pushback (grpc-retry-pushback-ms) sets the wait.
-RETRY_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{"service": "labelprob.v1.ClassifierService"}],
-                "retryPolicy": {
-                    "maxAttempts": 5,
-                    "initialBackoff": "0.2s",
-                    "maxBackoff": "5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"],
-                },
-            }
-        ]
-    }
-)
-
-
-def channel_options(
-    max_message_bytes: int = 16 * 1024 * 1024, retries: bool = True
-) -> list[tuple[str, int | str]]:
-    options: list[tuple[str, int | str]] = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.enable_retries", int(retries)),
-    ]
-    if retries:
-        options.append(("grpc.service_config", RETRY_SERVICE_CONFIG))
-    return options
-
-
-class Client:
-    """Blocking client. Every call has a deadline (``timeout`` seconds)."""
+    api: ModuleType
 
     def __init__(
         self,
@@ -113,26 +56,81 @@ class Client:
         retries: bool = True,
     ) -> None:
         self.timeout = timeout
-        options = channel_options(retries=retries)
-        if credentials is None:
-            self.channel = grpc.insecure_channel(target, options=options)
-        else:
-            self.channel = grpc.secure_channel(target, credentials, options=options)
+        self.channel = open_channel(self.api, target, credentials, retries)
         self.stub = pb_grpc.ClassifierServiceStub(self.channel)
 
-    def classify(
-        self, text: str, params: ClassifyParams, timeout: float | None = None
-    ) -> pb.Classification:
-        response = self.stub.Classify(params.request(text), timeout=timeout or self.timeout)
-        return response.result
+    def _send(self, call: Unary[Any] | Stream[Any]) -> Any:
+        """Starts the RPC: the reply (blocking), an awaitable (aio) or the reply stream."""
+        method = getattr(self.stub, call.method)
+        payload = call.request if isinstance(call, Unary) else call.requests
+        return method(payload, timeout=call.timeout or self.timeout)
 
-    def classify_batch(
-        self, texts: Sequence[str], params: ClassifyParams, timeout: float | None = None
-    ) -> pb.ClassifyBatchResponse:
-        return self.stub.ClassifyBatch(params.batch_request(texts), timeout=timeout or self.timeout)
 
-    def model_info(self, timeout: float | None = None) -> pb.GetModelInfoResponse:
-        return self.stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=timeout or self.timeout)
+def _adopt(method: Callable[..., Any], build: Callable[..., Any], wrap: str) -> None:
+    """Gives a shell method the name, docstring and parameters of its call's definition,
+    returning what the call reads (wrapped in `wrap`, e.g. Awaitable, when not empty)."""
+    functools.update_wrapper(method, build)
+    del method.__wrapped__  # help() shows the signature below, not the definition's
+    signature = inspect.signature(build)
+    read = str(signature.return_annotation).partition("[")[2].removesuffix("]")
+    this = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[this, *signature.parameters.values()],
+        return_annotation=f"{wrap}[{read}]" if wrap else read,
+    )
+
+
+def _blocking(build: Callable[P, Unary[R]]) -> Callable[Concatenate[Client, P], R]:
+    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = build(*args, **kwargs)
+        return call.read(self._send(call))
+
+    _adopt(method, build, "")
+    return method
+
+
+def _blocking_stream(
+    build: Callable[P, Stream[R]],
+) -> Callable[Concatenate[Client, P], Iterator[R]]:
+    def method(self: Client, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        call = build(*args, **kwargs)
+        return map(call.read, self._send(call))
+
+    _adopt(method, build, "Iterator")
+    return method
+
+
+def _awaited(build: Callable[P, Unary[R]]) -> Callable[Concatenate[AsyncClient, P], Awaitable[R]]:
+    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> R:
+        call = build(*args, **kwargs)
+        return call.read(await self._send(call))
+
+    _adopt(method, build, "Awaitable")
+    return method
+
+
+def _async_stream(
+    build: Callable[P, Stream[R]],
+) -> Callable[Concatenate[AsyncClient, P], AsyncIterator[R]]:
+    async def method(self: AsyncClient, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[R]:
+        call = build(*args, **kwargs)
+        async for reply in self._send(call):
+            yield call.read(reply)
+
+    _adopt(method, build, "AsyncIterator")
+    return method
+
+
+class Client(_Shell):
+    """Blocking client."""
+
+    api = grpc
+
+    classify = _blocking(calls.classify)
+    classify_batch = _blocking(calls.classify_batch)
+    classify_stream = _blocking_stream(calls.classify_stream)
+    score_completion = _blocking(calls.score_completion)
+    model_info = _blocking(calls.model_info)
 
     def close(self) -> None:
         self.channel.close()
@@ -144,42 +142,16 @@ class Client:
         self.close()
 
 
-class AsyncClient:
-    """asyncio client. Every call has a deadline (``timeout`` seconds)."""
+class AsyncClient(_Shell):
+    """asyncio client."""
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_S,
-        credentials: grpc.ChannelCredentials | None = None,
-        retries: bool = True,
-    ) -> None:
-        self.timeout = timeout
-        options = channel_options(retries=retries)
-        if credentials is None:
-            self.channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self.channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self.stub = pb_grpc.ClassifierServiceStub(self.channel)
+    api = grpc.aio
 
-    async def classify(
-        self, text: str, params: ClassifyParams, timeout: float | None = None
-    ) -> pb.Classification:
-        response = await self.stub.Classify(params.request(text), timeout=timeout or self.timeout)
-        return response.result
-
-    async def classify_batch(
-        self, texts: Sequence[str], params: ClassifyParams, timeout: float | None = None
-    ) -> pb.ClassifyBatchResponse:
-        return await self.stub.ClassifyBatch(
-            params.batch_request(texts), timeout=timeout or self.timeout
-        )
-
-    async def model_info(self, timeout: float | None = None) -> pb.GetModelInfoResponse:
-        return await self.stub.GetModelInfo(
-            pb.GetModelInfoRequest(), timeout=timeout or self.timeout
-        )
+    classify = _awaited(calls.classify)
+    classify_batch = _awaited(calls.classify_batch)
+    classify_stream = _async_stream(calls.classify_stream)
+    score_completion = _awaited(calls.score_completion)
+    model_info = _awaited(calls.model_info)
 
     async def close(self) -> None:
         await self.channel.close()

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
-from labelprob.client import evaluation as ev
+from labelprob.client import ClassifyParams, Client
+from labelprob.server import cli
+from labelprob.tools.evaluation import command as cmd
+from labelprob.tools.evaluation import configs as cf
+from labelprob.tools.evaluation import datasets as ds
+from labelprob.tools.evaluation import metrics as mt
+from labelprob.tools.evaluation import plots as pl
+from labelprob.tools.evaluation import report as rp
+from labelprob.tools.evaluation import results as rs
+from labelprob.tools.evaluation import runner as rn
+from labelprob.v1 import classifier_pb2 as pb
 from tests.conftest import SHARED_DATA, ServerProcess, free_port
 
 
-def prediction(label: str, confidence: float = 0.9) -> ev.Prediction:
-    return ev.Prediction(label=label, confidence=confidence, label_mass=0.5, entropy=0.3)
+def prediction(label: str, confidence: float = 0.9) -> rs.Prediction:
+    return rs.Prediction(label=label, confidence=confidence, label_mass=0.5, entropy=0.3)
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -25,60 +34,60 @@ PREDICTED = ["a", "b", "b", "b", "a", "a"]  # "c" is never predicted
 
 
 def test_confusion_matrix_rows_are_truths_columns_predictions() -> None:
-    assert ev.confusion_matrix(TRUTHS, PREDICTED, LABELS) == [
+    assert mt.confusion_matrix(TRUTHS, PREDICTED, LABELS) == [
         [1, 1, 0],
         [0, 2, 0],
         [2, 0, 0],
     ]
     with pytest.raises(KeyError):
-        ev.confusion_matrix(["a"], ["z"], LABELS)
+        mt.confusion_matrix(["a"], ["z"], LABELS)
 
 
 def test_accuracy_and_macro_f1_by_hand() -> None:
-    matrix = ev.confusion_matrix(TRUTHS, PREDICTED, LABELS)
-    assert ev.accuracy(matrix) == pytest.approx(3 / 6)
+    matrix = mt.confusion_matrix(TRUTHS, PREDICTED, LABELS)
+    assert mt.accuracy(matrix) == pytest.approx(3 / 6)
     # a: tp 1, fp 2, fn 1 -> 2/5; b: tp 2, fp 1, fn 0 -> 4/5; c: never predicted -> 0.
-    assert ev.macro_f1(matrix) == pytest.approx((0.4 + 0.8 + 0.0) / 3)
-    scores = ev.per_label_scores(matrix, LABELS)
+    assert mt.macro_f1(matrix) == pytest.approx((0.4 + 0.8 + 0.0) / 3)
+    scores = mt.per_label_scores(matrix, LABELS)
     assert scores["a"] == {"precision": 1 / 3, "recall": 0.5, "f1": 0.4, "support": 2}
     assert scores["c"] == {"precision": None, "recall": 0.0, "f1": 0.0, "support": 2}
 
 
 def test_macro_f1_leaves_out_labels_absent_from_truths_and_predictions() -> None:
-    matrix = ev.confusion_matrix(["a", "b"], ["a", "b"], ["a", "b", "z"])
-    assert ev.macro_f1(matrix) == 1.0
+    matrix = mt.confusion_matrix(["a", "b"], ["a", "b"], ["a", "b", "z"])
+    assert mt.macro_f1(matrix) == 1.0
     # A label predicted but never true counts, as 0.
-    matrix = ev.confusion_matrix(["a", "a", "b"], ["a", "z", "b"], ["a", "b", "z"])
-    assert ev.macro_f1(matrix) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    matrix = mt.confusion_matrix(["a", "a", "b"], ["a", "z", "b"], ["a", "b", "z"])
+    assert mt.macro_f1(matrix) == pytest.approx((2 / 3 + 1 + 0) / 3)
 
 
 def test_metrics_of_nothing_are_none() -> None:
-    matrix = ev.confusion_matrix([], [], LABELS)
-    assert ev.accuracy(matrix) is None
-    assert ev.macro_f1(matrix) is None
-    assert ev.expected_calibration_error([], []) is None
+    matrix = mt.confusion_matrix([], [], LABELS)
+    assert mt.accuracy(matrix) is None
+    assert mt.macro_f1(matrix) is None
+    assert mt.expected_calibration_error([], []) is None
 
 
 def test_ece_is_zero_when_confidence_matches_accuracy() -> None:
     confidences = [0.75] * 4 + [0.95] * 20 + [1.0] * 3
     correct = [True, True, True, False] + [True] * 19 + [False] + [True] * 3
-    assert ev.expected_calibration_error(confidences, correct) == pytest.approx(0.0)
+    assert mt.expected_calibration_error(confidences, correct) == pytest.approx(0.0)
 
 
 def test_ece_of_overconfident_predictions() -> None:
     # 90% sure, 60% right: off by 0.3 everywhere.
-    assert ev.expected_calibration_error([0.9] * 10, [True] * 6 + [False] * 4) == pytest.approx(0.3)
+    assert mt.expected_calibration_error([0.9] * 10, [True] * 6 + [False] * 4) == pytest.approx(0.3)
     # Half the texts in bin [0.9, 1): gap 0.3; half in [0.5, 0.6): 55% sure, 50% right.
     confidences = [0.9] * 10 + [0.55] * 10
     correct = [True] * 6 + [False] * 4 + [True] * 5 + [False] * 5
-    assert ev.expected_calibration_error(confidences, correct) == pytest.approx(
+    assert mt.expected_calibration_error(confidences, correct) == pytest.approx(
         0.5 * 0.3 + 0.5 * 0.05
     )
 
 
 def test_reliability_bins_are_equal_width_and_count_every_text() -> None:
     confidences = [0.0, 0.05, 0.1, 0.55, 0.7, 0.999, 1.0]
-    bins = ev.reliability_bins(confidences, [True] * len(confidences))
+    bins = mt.reliability_bins(confidences, [True] * len(confidences))
     assert len(bins) == 10
     assert [b["lo"] for b in bins] == pytest.approx([i / 10 for i in range(10)])
     assert sum(b["count"] for b in bins) == len(confidences)
@@ -89,7 +98,7 @@ def test_reliability_bins_are_equal_width_and_count_every_text() -> None:
 def test_summarize_counts_errors_and_keeps_them_out_of_accuracy() -> None:
     truths = ["a", "b", "a", "b"]
     predictions = [prediction("a", 0.8), prediction("a", 0.6), None, prediction("b", 0.9)]
-    r = ev.summarize("d", "auto:none", ["a", "b"], truths, predictions, {"UNAVAILABLE": 1})
+    r = rs.summarize("d", "auto:none", ["a", "b"], truths, predictions, {"UNAVAILABLE": 1})
     assert (r.rows, r.answered, r.errors) == (4, 3, 1)
     assert r.accuracy == pytest.approx(2 / 3)
     assert r.confusion == [[1, 0], [1, 1]]
@@ -105,13 +114,13 @@ def test_summarize_counts_errors_and_keeps_them_out_of_accuracy() -> None:
 
 
 def test_peer_config_is_prepended_or_moved_first() -> None:
-    names = [c.name for c in ev.parse_configs("auto:contextual,full:contextual:mean")]
+    names = [c.name for c in cf.parse_configs("auto:contextual,full:contextual:mean")]
     assert names == ["first_token:none", "auto:contextual", "full:contextual:mean"]
-    names = [c.name for c in ev.parse_configs("auto:default, first_token:none ,auto:default")]
+    names = [c.name for c in cf.parse_configs("auto:default, first_token:none ,auto:default")]
     assert names == ["first_token:none", "auto:default"]
-    config = ev.parse_config("FULL:Contextual:mean")
+    config = cf.parse_config("FULL:Contextual:mean")
     assert (config.mode, config.calibration, config.normalization) == ("full", "contextual", "mean")
-    options = ev.parse_config("auto:default").options("plain")
+    options = cf.parse_config("auto:default").options("plain")
     assert options.calibration == 0 and options.length_normalization == 0
     assert options.template == "plain"
 
@@ -121,33 +130,33 @@ def test_peer_config_is_prepended_or_moved_first() -> None:
 )
 def test_bad_configs_are_rejected(spec: str) -> None:
     with pytest.raises(ValueError):
-        ev.parse_configs(spec)
+        cf.parse_configs(spec)
 
 
 def test_batch_calibration_needs_a_batch_size() -> None:
     with pytest.raises(ValueError, match="batch-size"):
-        ev.parse_configs("auto:batch", batch_size=1)
-    assert [c.name for c in ev.parse_configs("auto:batch", batch_size=4)][-1] == "auto:batch"
+        cf.parse_configs("auto:batch", batch_size=1)
+    assert [c.name for c in cf.parse_configs("auto:batch", batch_size=4)][-1] == "auto:batch"
 
 
 def test_chunks_are_near_equal_and_cover_every_row() -> None:
-    parts = ev.chunks(21, 8)
+    parts = rn.chunks(21, 8)
     assert [len(p) for p in parts] == [7, 7, 7]
     assert [i for p in parts for i in p] == list(range(21))
-    assert [len(p) for p in ev.chunks(5, 1)] == [1] * 5
-    assert ev.chunks(0, 4) == []
+    assert [len(p) for p in rn.chunks(5, 1)] == [1] * 5
+    assert rn.chunks(0, 4) == []
 
 
 # --- datasets ----------------------------------------------------------------------------------
 
 
 def test_seeded_sample_is_deterministic_and_nested() -> None:
-    a = ev.sample_indices(100, 10, seed=0)
-    assert a == ev.sample_indices(100, 10, seed=0)
-    assert a != ev.sample_indices(100, 10, seed=1)
+    a = ds.sample_indices(100, 10, seed=0)
+    assert a == ds.sample_indices(100, 10, seed=0)
+    assert a != ds.sample_indices(100, 10, seed=1)
     assert len(set(a)) == 10
-    assert ev.sample_indices(100, 20, seed=0)[:10] == a
-    assert sorted(ev.sample_indices(5, 50, seed=3)) == list(range(5))
+    assert ds.sample_indices(100, 20, seed=0)[:10] == a
+    assert sorted(ds.sample_indices(5, 50, seed=3)) == list(range(5))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -158,20 +167,20 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 def test_dataset_label_set_sampling_and_cut(tmp_path: Path) -> None:
     rows = [{"text": f"text number {i}", "label": ["yes", "no", "maybe"][i % 3]} for i in range(9)]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    data = ev.load_dataset(path, limit=4, seed=5, max_chars=6)
+    data = ds.load_dataset(path, limit=4, seed=5, max_chars=6)
     assert data.name == "d" and data.labels == ["maybe", "no", "yes"]
     assert len(data.texts) == 4 and all(len(t) <= 6 for t in data.texts)
-    assert data.indices == ev.sample_indices(9, 4, seed=5)
+    assert data.indices == ds.sample_indices(9, 4, seed=5)
     assert data.truths == [rows[i]["label"] for i in data.indices]
     assert data.describe()["file_rows"] == 9
-    assert ev.load_dataset(path, labels=["yes", "no", "maybe", "other"]).labels[-1] == "other"
+    assert ds.load_dataset(path, labels=["yes", "no", "maybe", "other"]).labels[-1] == "other"
     with pytest.raises(ValueError, match="not in --labels"):
-        ev.load_dataset(path, labels=["yes", "no"])
+        ds.load_dataset(path, labels=["yes", "no"])
     with pytest.raises(ValueError, match="not JSON"):
-        ev.parse_dataset(["{"], name="x")
+        ds.parse_dataset(["{"], name="x")
     with pytest.raises(ValueError, match="label"):
-        ev.parse_dataset(['{"text": "t"}'], name="x")
-    assert ev.unique_names([Path("a/x.jsonl"), Path("b/x.jsonl"), Path("y.jsonl")]) == [
+        ds.parse_dataset(['{"text": "t"}'], name="x")
+    assert ds.unique_names([Path("a/x.jsonl"), Path("b/x.jsonl"), Path("y.jsonl")]) == [
         "x",
         "x-2",
         "y",
@@ -181,7 +190,7 @@ def test_dataset_label_set_sampling_and_cut(tmp_path: Path) -> None:
 # --- report and table --------------------------------------------------------------------------
 
 
-def synthetic_report() -> ev.EvalReport:
+def synthetic_report() -> rp.EvalReport:
     """Two datasets x two configs, built without a server."""
     results = []
     # (dataset, config, predictions) with truths a, b, a, b.
@@ -193,7 +202,7 @@ def synthetic_report() -> ev.EvalReport:
     ]
     for dataset, config, labels in plan:
         results.append(
-            ev.summarize(
+            rs.summarize(
                 dataset,
                 config,
                 ["a", "b"],
@@ -202,7 +211,7 @@ def synthetic_report() -> ev.EvalReport:
                 elapsed_s=2.0,
             )
         )
-    report = ev.EvalReport(
+    report = rp.EvalReport(
         configs=["first_token:none", "auto:contextual"],
         datasets=[{"name": "one"}, {"name": "two"}],
         results=results,
@@ -213,7 +222,7 @@ def synthetic_report() -> ev.EvalReport:
 
 def test_markdown_table_rows_deltas_and_means() -> None:
     report = synthetic_report()
-    lines = ev.format_markdown(report).splitlines()
+    lines = rp.format_markdown(report).splitlines()
     assert lines[0].startswith("| dataset | config | texts | accuracy %")
     assert set(lines[1].replace("|", "").split()) == {"---"}
     assert all(line.count("|") == lines[0].count("|") for line in lines)
@@ -234,14 +243,14 @@ def test_markdown_table_rows_deltas_and_means() -> None:
     assert report.best_config("one").config == "auto:contextual"
     assert report.best_config("two").config == "first_token:none"
     # Equal accuracies must not read as a loss after float rounding.
-    assert ev._delta(0.475 * 100 - 47.50000000001, is_peer=False) == "+0.0"
+    assert rp._delta(0.475 * 100 - 47.50000000001, is_peer=False) == "+0.0"
     # One dataset: no mean rows.
     report.datasets = report.datasets[:1]
-    assert "mean of" not in ev.format_markdown(report)
+    assert "mean of" not in rp.format_markdown(report)
 
 
 def test_plots_from_a_synthetic_report(tmp_path: Path) -> None:
-    paths = ev.write_plots(synthetic_report(), tmp_path / "plots")
+    paths = pl.write_plots(synthetic_report(), tmp_path / "plots")
     assert sorted(p.name for p in paths) == [
         "one_confusion.png",
         "one_reliability.png",
@@ -256,24 +265,31 @@ TWO_ROWS = [{"text": "t", "label": "x"}, {"text": "u", "label": "y"}]
 
 def test_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", TWO_ROWS)
-    assert ev.main([str(path), "--configs", "auto:batch", "--quiet"]) == 2
+    assert cmd.main([str(path), "--configs", "auto:batch", "--quiet"]) == 2
     assert "batch-size" in capsys.readouterr().err
-    assert ev.main([str(path), "--configs", "auto:nope", "--quiet"]) == 2
-    assert ev.main([str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
+    assert cmd.main([str(path), "--configs", "auto:nope", "--quiet"]) == 2
+    assert cmd.main([str(tmp_path / "missing.jsonl"), "--quiet"]) == 2
 
 
-def test_command_registers_on_subparsers() -> None:
-    parser = argparse.ArgumentParser(prog="labelprob")
-    ev.add_command(parser.add_subparsers())
-    args = parser.parse_args(["eval", "a.jsonl", "b.jsonl", "--batch-size", "4", "--limit", "9"])
-    assert args.run is ev.run_eval
+def test_command_arguments() -> None:
+    args = cmd.build_parser().parse_args(
+        ["a.jsonl", "b.jsonl", "--batch-size", "4", "--limit", "9"]
+    )
     assert args.inputs == [Path("a.jsonl"), Path("b.jsonl")]
-    assert (args.batch_size, args.limit, args.configs) == (4, 9, ev.DEFAULT_CONFIGS)
+    assert (args.batch_size, args.limit, args.configs) == (4, 9, cf.DEFAULT_CONFIGS)
+
+
+def test_labelprob_eval_runs_the_evaluator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(tmp_path / "d.jsonl", TWO_ROWS)
+    assert cli.main(["eval", str(path), "--configs", "auto:batch", "--quiet"]) == 2
+    assert "labelprob eval: error:" in capsys.readouterr().err
 
 
 def test_no_server_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_jsonl(tmp_path / "d.jsonl", TWO_ROWS)
-    code = ev.main([str(path), "--target", f"127.0.0.1:{free_port()}", "--timeout", "3", "-q"])
+    code = cmd.main([str(path), "--target", f"127.0.0.1:{free_port()}", "--timeout", "3", "-q"])
     assert code == 1
     assert "GetModelInfo failed" in capsys.readouterr().err
 
@@ -292,13 +308,56 @@ def yes_no_file(tmp_path: Path, rows: int = 12) -> Path:
     return write_jsonl(tmp_path / "yesno.jsonl", data)
 
 
+def rows_in_report_order(path: Path, report: dict) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [rows[i] for i in report["datasets"][0]["row_indices"]]
+
+
+def expected_metrics(
+    truths: list[str], predicted: list[str], confidences: list[float], labels: list[str]
+) -> dict[str, float]:
+    """Accuracy, macro-F1 and 10-bin ECE from their textbook definitions."""
+    n = len(truths)
+    right = [t == p for t, p in zip(truths, predicted, strict=True)]
+    f1s = []
+    for label in labels:
+        tp = sum(t == p == label for t, p in zip(truths, predicted, strict=True))
+        fp = sum(p == label != t for t, p in zip(truths, predicted, strict=True))
+        fn = sum(t == label != p for t, p in zip(truths, predicted, strict=True))
+        if tp + fp + fn:
+            f1s.append(2 * tp / (2 * tp + fp + fn))
+    ece = 0.0
+    for b in range(10):
+        members = [i for i, c in enumerate(confidences) if min(int(c * 10), 9) == b]
+        if members:
+            gap = sum(right[i] for i in members) - sum(confidences[i] for i in members)
+            ece += abs(gap) / n
+    return {"accuracy": sum(right) / n, "macro_f1": sum(f1s) / len(f1s), "ece": ece}
+
+
+# The configs of the end-to-end run, as the wire options a caller would send by hand.
+WIRE_OPTIONS = {
+    "first_token:none": pb.ScoringOptions(
+        mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
+    ),
+    "auto:contextual": pb.ScoringOptions(
+        mode=pb.SCORING_MODE_AUTO, calibration=pb.CALIBRATION_CONTEXTUAL
+    ),
+    "full:none:mean": pb.ScoringOptions(
+        mode=pb.SCORING_MODE_FULL,
+        calibration=pb.CALIBRATION_NONE,
+        length_normalization=pb.LENGTH_NORMALIZATION_MEAN,
+    ),
+}
+
+
 @engine
 def test_end_to_end_on_the_tiny_server(
     tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = yes_no_file(tmp_path)
     report_path, plots = tmp_path / "out" / "report.json", tmp_path / "plots"
-    code = ev.main([
+    code = cmd.main([
         str(data), "--target", tiny_server.target, "--configs", "auto:contextual,full:none:mean",
         "--timeout", "120", "--concurrency", "4", "--report", str(report_path),
         "--plots", str(plots), "--quiet",
@@ -315,15 +374,34 @@ def test_end_to_end_on_the_tiny_server(
     assert report["server"]["model"]
     assert report["datasets"][0]["label_counts"] == {"no": 6, "yes": 6}
     assert [r["config"] for r in report["results"]] == report["configs"]
-    for r in report["results"]:
-        assert r["rows"] == r["answered"] == 12 and r["errors"] == 0
-        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and 0 <= r["ece"] <= 1
-        assert 0 < r["mean_label_mass"] <= 1 and r["mean_entropy"] >= 0
-        assert 0.5 <= r["mean_confidence"] <= 1  # top of two labels
-        assert r["confusion"]["labels"] == ["no", "yes"]
-        assert sum(map(sum, r["confusion"]["matrix"])) == 12
-        assert sum(b["count"] for b in r["reliability"]) == 12
-        assert r["texts_per_s"] > 0 and r["usage"]["prompt_tokens"] > 0
+    rows = rows_in_report_order(data, report)
+    truths = [row["label"] for row in rows]
+    with Client(tiny_server.target, timeout=120) as client:
+        for r in report["results"]:
+            params = ClassifyParams(["no", "yes"], options=WIRE_OPTIONS[r["config"]])
+            direct = [client.classify(row["text"], params) for row in rows]
+            predicted = [c.top_label for c in direct]
+            confidences = [
+                next(lb.probability for lb in c.labels if lb.name == c.top_label) for c in direct
+            ]
+            assert r["rows"] == r["answered"] == 12 and r["errors"] == 0
+            assert r["per_text"]["predicted"] == predicted
+            assert r["per_text"]["confidence"] == pytest.approx(confidences, abs=1e-4)
+            want = expected_metrics(truths, predicted, confidences, ["no", "yes"])
+            assert r["accuracy"] == pytest.approx(want["accuracy"])
+            assert r["macro_f1"] == pytest.approx(want["macro_f1"])
+            assert r["ece"] == pytest.approx(want["ece"], abs=1e-4)
+            assert r["mean_confidence"] == pytest.approx(sum(confidences) / 12, abs=1e-4)
+            assert r["mean_label_mass"] == pytest.approx(
+                sum(c.label_mass for c in direct) / 12, abs=1e-4
+            )
+            assert r["confusion"]["labels"] == ["no", "yes"]
+            assert r["confusion"]["matrix"] == [
+                [sum(t == a and p == b for t, p in zip(truths, predicted, strict=True))
+                 for b in ["no", "yes"]]
+                for a in ["no", "yes"]
+            ]  # fmt: skip
+            assert r["usage"]["prompt_tokens"] > 0
     first, contextual, full = report["results"]
     assert first["resolved_modes"] == {"first_token": 12}
     assert first["applied_calibrations"] == {"none": 12}
@@ -336,20 +414,33 @@ def test_end_to_end_on_the_tiny_server(
 
 @engine
 def test_batch_calibration_through_the_api(tiny_server: ServerProcess, tmp_path: Path) -> None:
-    data = ev.load_dataset(yes_no_file(tmp_path, rows=10))
-    settings = ev.EvalSettings(
+    data = ds.load_dataset(yes_no_file(tmp_path, rows=10))
+    settings = rn.EvalSettings(
         target=tiny_server.target,
-        configs=ev.parse_configs("auto:batch", batch_size=4),
+        configs=cf.parse_configs("auto:batch", batch_size=4),
         batch_size=4,
         timeout_s=120,
     )
-    report = asyncio.run(ev.evaluate([data], settings))
+    report = asyncio.run(rn.evaluate([data], settings))
     assert report.configs == ["first_token:none", "auto:batch"]
     assert report.errors == 0 and report.exit_code == 0
     batch = report.result("yesno", "auto:batch")
     assert batch is not None and batch.answered == 10
     assert batch.applied_calibrations == {"batch": 10}
-    assert batch.accuracy is not None and 0 <= batch.accuracy <= 1
+    # The same batches sent by hand: 10 texts in near-equal parts of at most 4.
+    params = ClassifyParams(
+        ["no", "yes"],
+        options=pb.ScoringOptions(mode=pb.SCORING_MODE_AUTO, calibration=pb.CALIBRATION_BATCH),
+    )
+    with Client(tiny_server.target, timeout=120) as client:
+        predicted = [
+            c.top_label
+            for part in [data.texts[0:3], data.texts[3:7], data.texts[7:10]]
+            for c in client.classify_batch(part, params).results
+        ]
+    assert batch.predicted == predicted
+    right = sum(p == t for p, t in zip(predicted, data.truths, strict=True))
+    assert batch.accuracy == pytest.approx(right / 10)
 
 
 @engine
@@ -357,7 +448,7 @@ def test_failed_requests_are_counted_not_dropped(
     tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_path = tmp_path / "report.json"
-    code = ev.main([
+    code = cmd.main([
         str(yes_no_file(tmp_path, rows=4)), "--target", tiny_server.target,
         "--template", "no-such-template", "--report", str(report_path), "-q",
     ])  # fmt: skip
@@ -375,7 +466,7 @@ def test_embedded_model_on_movie_reviews(
     embedded_server: ServerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     report_path = tmp_path / "report.json"
-    code = ev.main([
+    code = cmd.main([
         str(SHARED_DATA / "mr_sentences.jsonl"), "--limit", "20", "--target",
         embedded_server.target, "--configs", "auto:contextual", "--timeout", "300",
         "--report", str(report_path), "-q",
@@ -384,7 +475,11 @@ def test_embedded_model_on_movie_reviews(
     assert "| mr_sentences | first_token:none | 20 |" in capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert report["datasets"][0]["labels"] == ["negative", "positive"]
+    truths = [
+        row["label"] for row in rows_in_report_order(SHARED_DATA / "mr_sentences.jsonl", report)
+    ]
     for r in report["results"]:
         assert r["answered"] == 20
-        assert 0 <= r["accuracy"] <= 1
+        right = sum(p == t for p, t in zip(r["per_text"]["predicted"], truths, strict=True))
+        assert r["accuracy"] == pytest.approx(right / 20)
         assert sum(map(sum, r["confusion"]["matrix"])) == 20

@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from labelprob.client import loadtest as lt
+from labelprob.client import ClassifyParams, Client
+from labelprob.tools import latency as lat
+from labelprob.tools.loadtest import command as cmd
+from labelprob.tools.loadtest import config as cfg
+from labelprob.tools.loadtest import plots as lt_plots
+from labelprob.tools.loadtest import recorder as rec
+from labelprob.tools.loadtest import report as rp
+from labelprob.tools.loadtest import runner as run
+from labelprob.tools.loadtest import schedule as sc
+from labelprob.tools.loadtest import workload as wl
 from tests.conftest import SHARED_DATA, ServerProcess, free_port
 
 # --- schedules -----------------------------------------------------------------------------
 
 
 def test_constant_schedule_is_evenly_spaced() -> None:
-    times = lt.schedule(50, "constant", count=100)
+    times = sc.schedule(50, "constant", count=100)
     assert len(times) == 100
     assert times[0] == 0.0
     assert times[-1] == pytest.approx(99 / 50)
@@ -25,49 +34,49 @@ def test_constant_schedule_is_evenly_spaced() -> None:
 
 
 def test_schedule_stops_at_the_horizon() -> None:
-    times = lt.schedule(50, "constant", horizon_s=2.0)
+    times = sc.schedule(50, "constant", horizon_s=2.0)
     assert len(times) == 100
     assert max(times) < 2.0
-    assert len(lt.schedule(50, "constant", count=10, horizon_s=2.0)) == 10
+    assert len(sc.schedule(50, "constant", count=10, horizon_s=2.0)) == 10
 
 
 def test_poisson_schedule_has_the_mean_rate_and_exponential_gaps() -> None:
     rate = 200.0
-    times = lt.schedule(rate, "poisson", seed=7, count=5000)
+    times = sc.schedule(rate, "poisson", seed=7, count=5000)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert len(times) == 5000
     assert statistics.fmean(gaps) == pytest.approx(1 / rate, rel=0.05)
     # Exponential gaps: standard deviation equals the mean (coefficient of variation 1).
     assert statistics.stdev(gaps) / statistics.fmean(gaps) == pytest.approx(1.0, abs=0.1)
     # Over a horizon, the count is rate x time.
-    assert len(lt.schedule(rate, "poisson", seed=7, horizon_s=10.0)) == pytest.approx(
+    assert len(sc.schedule(rate, "poisson", seed=7, horizon_s=10.0)) == pytest.approx(
         2000, rel=0.05
     )
 
 
 def test_poisson_schedule_is_reproducible_from_its_seed() -> None:
-    a = lt.schedule(100, "poisson", seed=1, count=50)
-    assert a == lt.schedule(100, "poisson", seed=1, count=50)
-    assert a != lt.schedule(100, "poisson", seed=2, count=50)
+    a = sc.schedule(100, "poisson", seed=1, count=50)
+    assert a == sc.schedule(100, "poisson", seed=1, count=50)
+    assert a != sc.schedule(100, "poisson", seed=2, count=50)
 
 
 def test_schedule_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        lt.schedule(0, count=1)
+        sc.schedule(0, count=1)
     with pytest.raises(ValueError):
-        lt.schedule(10, "bursty", count=1)
+        sc.schedule(10, "bursty", count=1)
     with pytest.raises(ValueError):
-        lt.schedule(10)
+        sc.schedule(10)
 
 
 # --- statistics ----------------------------------------------------------------------------
 
 
 def test_percentiles_from_the_hdr_histogram() -> None:
-    histogram = lt.new_histogram()
+    histogram = lat.new_histogram()
     for ms in range(1, 1001):  # 1..1000 ms, uniformly
-        histogram.record_value(lt.to_us(ms / 1000))
-    summary = lt.latency_summary_ms(histogram)
+        histogram.record_value(lat.to_us(ms / 1000))
+    summary = lat.latency_summary_ms(histogram)
     # 3 significant digits: values are exact to 0.1%.
     assert summary["p50"] == pytest.approx(500, rel=1e-3)
     assert summary["p90"] == pytest.approx(900, rel=1e-3)
@@ -75,27 +84,27 @@ def test_percentiles_from_the_hdr_histogram() -> None:
     assert summary["p99.9"] == pytest.approx(999, rel=1e-3)
     assert summary["max"] == pytest.approx(1000, rel=1e-3)
     assert summary["mean"] == pytest.approx(500.5, rel=1e-3)
-    points = lt.percentile_distribution(histogram)
+    points = lat.percentile_distribution(histogram)
     assert points[-1]["percentile"] == 100.0
     latencies = [p["latency_ms"] for p in points]
     assert latencies == sorted(latencies)
 
 
 def test_empty_histogram_has_no_percentiles() -> None:
-    summary = lt.latency_summary_ms(lt.new_histogram())
+    summary = lat.latency_summary_ms(lat.new_histogram())
     assert set(summary) >= {"p50", "p90", "p99", "p99.9", "max", "mean"}
     assert all(v is None for v in summary.values())
-    assert lt.percentile_distribution(lt.new_histogram()) == []
+    assert lat.percentile_distribution(lat.new_histogram()) == []
 
 
 def test_to_us_clamps_to_the_histogram_range() -> None:
-    assert lt.to_us(0.0) == 1
-    assert lt.to_us(0.0125) == 12_500
-    assert lt.to_us(10_000.0) == lt.HIGHEST_US
+    assert lat.to_us(0.0) == 1
+    assert lat.to_us(0.0125) == 12_500
+    assert lat.to_us(10_000.0) == lat.HIGHEST_US
 
 
 def test_recorder_counts_statuses_drops_and_seconds() -> None:
-    recorder = lt.Recorder()
+    recorder = rec.Recorder()
     recorder.record(0.1, 0.010, "OK", correct=1, labeled=1, prompt_tokens=30)
     recorder.record(0.2, 0.500, "UNAVAILABLE")  # errors are counted, not timed
     recorder.record(2.5, 0.030, "OK", texts=4, prompt_tokens=120, cached_prompt_tokens=100)
@@ -118,45 +127,45 @@ def test_recorder_counts_statuses_drops_and_seconds() -> None:
 
 
 def test_slo_evaluation() -> None:
-    assert lt.evaluate_slos(12.0, 0.0) == []
-    held = lt.evaluate_slos(12.0, 0.01, slo_p99_ms=20, slo_error_rate=0.05)
+    assert rp.evaluate_slos(12.0, 0.0) == []
+    held = rp.evaluate_slos(12.0, 0.01, slo_p99_ms=20, slo_error_rate=0.05)
     assert [c.passed for c in held] == [True, True]
-    failed = lt.evaluate_slos(25.0, 0.01, slo_p99_ms=20, slo_error_rate=0.05)
+    failed = rp.evaluate_slos(25.0, 0.01, slo_p99_ms=20, slo_error_rate=0.05)
     assert [(c.name, c.passed) for c in failed] == [("p99_ms", False), ("error_rate", True)]
     # Nothing measured: the SLO cannot be said to hold.
-    assert not lt.evaluate_slos(None, None, slo_p99_ms=20)[0].passed
+    assert not rp.evaluate_slos(None, None, slo_p99_ms=20)[0].passed
 
 
 def test_exit_codes() -> None:
-    held = lt.evaluate_slos(12.0, 0.0, slo_p99_ms=20)
-    failed = lt.evaluate_slos(12.0, 0.0, slo_p99_ms=5)
+    held = rp.evaluate_slos(12.0, 0.0, slo_p99_ms=20)
+    failed = rp.evaluate_slos(12.0, 0.0, slo_p99_ms=5)
     ok = {"OK": 10, "DEADLINE_EXCEEDED": 1}
-    assert lt.exit_code_for(ok, []) == lt.EXIT_OK == 0
-    assert lt.exit_code_for(ok, held) == 0
-    assert lt.exit_code_for(ok, failed) == lt.EXIT_SLO_FAILED == 2
+    assert rp.exit_code_for(ok, []) == rp.EXIT_OK == 0
+    assert rp.exit_code_for(ok, held) == 0
+    assert rp.exit_code_for(ok, failed) == rp.EXIT_SLO_FAILED == 2
     # Nothing succeeded: unreachable or rejected is an error, whatever the SLOs...
-    assert lt.exit_code_for({"UNAVAILABLE": 5}, held) == lt.EXIT_ERROR == 1
-    assert lt.exit_code_for({"INVALID_ARGUMENT": 5}, []) == 1
-    assert lt.exit_code_for({}, []) == 1
+    assert rp.exit_code_for({"UNAVAILABLE": 5}, held) == rp.EXIT_ERROR == 1
+    assert rp.exit_code_for({"INVALID_ARGUMENT": 5}, []) == 1
+    assert rp.exit_code_for({}, []) == 1
     # ...but a server that only timed out or shed load failed its SLOs, when there are some.
-    timed_out = lt.evaluate_slos(None, 1.0, slo_p99_ms=20)
-    assert lt.exit_code_for({"DEADLINE_EXCEEDED": 5}, timed_out) == 2
-    assert lt.exit_code_for({"RESOURCE_EXHAUSTED": 5}, []) == 1
+    timed_out = rp.evaluate_slos(None, 1.0, slo_p99_ms=20)
+    assert rp.exit_code_for({"DEADLINE_EXCEEDED": 5}, timed_out) == 2
+    assert rp.exit_code_for({"RESOURCE_EXHAUSTED": 5}, []) == 1
 
 
-def synthetic_report(slo_p99_ms: float | None = None) -> lt.LoadReport:
-    config = lt.LoadConfig(
+def synthetic_report(slo_p99_ms: float | None = None) -> rp.LoadReport:
+    config = cfg.LoadConfig(
         "127.0.0.1:1",
-        lt.generate_workload(4, ["yes", "no"]),
+        wl.generate_workload(4, ["yes", "no"]),
         requests=100,
         slo_p99_ms=slo_p99_ms,
         slo_error_rate=0.05,
     )
-    recorder = lt.Recorder()
+    recorder = rec.Recorder()
     for i in range(100):
         status = "OK" if i % 25 else "DEADLINE_EXCEEDED"
         recorder.record(i / 50, 0.010 + i / 10_000, status, correct=i % 2, labeled=1)
-    return lt.build_report(config, recorder, started_at="2026-01-01T00:00:00+00:00")
+    return rp.build_report(config, recorder, started_at="2026-01-01T00:00:00+00:00")
 
 
 def test_report_aggregates_and_evaluates_slos() -> None:
@@ -172,11 +181,11 @@ def test_report_aggregates_and_evaluates_slos() -> None:
     assert document["slo"]["passed"] is True
     assert document["config"]["workload"]["labels"] == ["yes", "no"]
     assert len(document["time_series"]) == 2
-    assert "OK 96" in lt.format_summary(report)
+    assert "OK 96" in rp.format_summary(report)
 
 
 def test_plots_from_a_report(tmp_path: Path) -> None:
-    paths = lt.write_plots(synthetic_report(), tmp_path / "plots")
+    paths = lt_plots.write_plots(synthetic_report(), tmp_path / "plots")
     assert [p.name for p in paths] == ["latency_over_time.png", "latency_percentiles.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
@@ -191,24 +200,24 @@ def test_jsonl_workload_derives_the_sorted_label_set() -> None:
         '{"text": "dull", "label": "negative"}',
         '{"text": "fine", "label": "positive"}',
     ]
-    workload = lt.parse_jsonl_workload(lines)
+    workload = wl.parse_jsonl_workload(lines)
     assert workload.labels == ["negative", "positive"]
     assert workload.texts == ["great film", "dull", "fine"]
     assert workload.truths == ["positive", "negative", "positive"]
     assert workload.labeled
-    assert lt.parse_jsonl_workload(lines, ["positive", "negative", "neutral"]).labels == [
+    assert wl.parse_jsonl_workload(lines, ["positive", "negative", "neutral"]).labels == [
         "positive", "negative", "neutral",
     ]  # fmt: skip
 
 
 def test_jsonl_workload_errors() -> None:
     with pytest.raises(ValueError, match=":2: not JSON"):
-        lt.parse_jsonl_workload(['{"text": "a", "label": "x"}', "{oops"])
+        wl.parse_jsonl_workload(['{"text": "a", "label": "x"}', "{oops"])
     with pytest.raises(ValueError, match="give --labels"):
-        lt.parse_jsonl_workload(['{"text": "no label here"}'])
+        wl.parse_jsonl_workload(['{"text": "no label here"}'])
     with pytest.raises(ValueError, match='"text"'):
-        lt.parse_jsonl_workload(['{"label": "x"}'])
-    unlabeled = lt.parse_jsonl_workload(['{"text": "a"}'], ["yes", "no"])
+        wl.parse_jsonl_workload(['{"label": "x"}'])
+    unlabeled = wl.parse_jsonl_workload(['{"text": "a"}'], ["yes", "no"])
     assert not unlabeled.labeled
 
 
@@ -216,24 +225,24 @@ def test_shared_data_file_labels() -> None:
     path = SHARED_DATA / "mr_sentences.jsonl"
     if not path.exists():
         pytest.skip(f"{path} not present")
-    workload = lt.load_jsonl_workload(path)
+    workload = wl.load_jsonl_workload(path)
     assert workload.labels == ["negative", "positive"]
     assert len(workload.texts) == 4000
 
 
 def test_generated_workload_is_reproducible() -> None:
-    a = lt.generate_workload(20, ["yes", "no"], seed=3)
-    assert a.texts == lt.generate_workload(20, ["yes", "no"], seed=3).texts
+    a = wl.generate_workload(20, ["yes", "no"], seed=3)
+    assert a.texts == wl.generate_workload(20, ["yes", "no"], seed=3).texts
     assert len(set(a.texts)) == 20
     assert not a.labeled
 
 
 def test_batches_cycle_through_the_texts() -> None:
-    workload = lt.parse_jsonl_workload(
+    workload = wl.parse_jsonl_workload(
         [json.dumps({"text": f"t{i}", "label": "ab"[i % 2]}) for i in range(5)]
     )
-    config = lt.LoadConfig("x", workload, requests=1, batch_size=2)
-    prepared = lt.prepare_requests(config)
+    config = cfg.LoadConfig("x", workload, requests=1, batch_size=2)
+    prepared = run.prepare_requests(config)
     assert len(prepared) == 5  # 5 / gcd(5, 2) batches before the texts repeat
     assert [list(p.message.texts) for p in prepared[:3]] == [
         ["t0", "t1"],
@@ -241,7 +250,7 @@ def test_batches_cycle_through_the_texts() -> None:
         ["t4", "t0"],
     ]
     assert prepared[2].truths == ("a", "a")
-    single = lt.prepare_requests(lt.LoadConfig("x", workload, requests=1))
+    single = run.prepare_requests(cfg.LoadConfig("x", workload, requests=1))
     assert [p.message.text for p in single] == [f"t{i}" for i in range(5)]
 
 
@@ -250,22 +259,21 @@ def test_batches_cycle_through_the_texts() -> None:
 
 def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        lt.main(["--generate", "3", "--labels", "a", "b", "--no-such-flag"])
+        cmd.main(["--generate", "3", "--labels", "a", "b", "--no-such-flag"])
     assert exc.value.code == 1
     with pytest.raises(SystemExit) as exc:
-        lt.main(["--generate", "3", "--concurrency", "2", "--rate", "5"])
+        cmd.main(["--generate", "3", "--concurrency", "2", "--rate", "5"])
     assert exc.value.code == 1
-    assert lt.main(["--generate", "3"]) == 1  # no --labels
-    assert lt.main(["--generate", "3", "--labels", "a", "b", "--duration", "0"]) == 1
-    assert lt.main(["--generate", "3", "--labels", "only-one", "--requests", "1"]) == 1
+    assert cmd.main(["--generate", "3"]) == 1  # no --labels
+    assert cmd.main(["--generate", "3", "--labels", "a", "b", "--duration", "0"]) == 1
+    assert cmd.main(["--generate", "3", "--labels", "only-one", "--requests", "1"]) == 1
     assert "error" in capsys.readouterr().err
 
 
 def test_config_defaults_to_a_bounded_run() -> None:
-    parser = lt.argparse.ArgumentParser()
-    lt.add_arguments(parser)
-    config = lt.config_from_args(parser.parse_args(["--generate", "2", "--labels", "a", "b"]))
-    assert config.duration_s == lt.DEFAULT_DURATION_S
+    args = cmd.build_parser().parse_args(["--generate", "2", "--labels", "a", "b"])
+    config = cmd.config_from_args(args)
+    assert config.duration_s == cmd.DEFAULT_DURATION_S
     assert not config.open_loop
 
 
@@ -279,7 +287,7 @@ def test_closed_loop_run_writes_report_and_plots(
     tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     report_path, plots = tmp_path / "report.json", tmp_path / "plots"
-    code = lt.main([
+    code = cmd.main([
         "--target", tiny_server.target, "--generate", "40", "--labels", "yes", "no",
         "--concurrency", "4", "--requests", "40", "--timeout", "60",
         "--report", str(report_path), "--plots", str(plots),
@@ -310,9 +318,9 @@ def test_closed_loop_run_writes_report_and_plots(
 
 @engine
 def test_open_loop_run_keeps_the_schedule(tiny_server: ServerProcess) -> None:
-    config = lt.LoadConfig(
+    config = cfg.LoadConfig(
         tiny_server.target,
-        lt.generate_workload(30, ["yes", "no"], seed=1),
+        wl.generate_workload(30, ["yes", "no"], seed=1),
         rate=10,
         arrival="poisson",
         warmup_s=0.5,
@@ -320,12 +328,12 @@ def test_open_loop_run_keeps_the_schedule(tiny_server: ServerProcess) -> None:
         timeout_s=60,
         channels=2,
     )
-    report = asyncio.run(lt.run_load(config))
+    report = asyncio.run(run.run_load(config))
     assert report.ok == report.completed > 0
     assert report.dropped == 0
     assert report.warmup_requests >= 1
     # The measured requests are those the seeded schedule puts in [0.5 s, 3.0 s).
-    expected = [t for t in lt.schedule(10, "poisson", seed=0, horizon_s=3.0) if t >= 0.5]
+    expected = [t for t in sc.schedule(10, "poisson", seed=0, horizon_s=3.0) if t >= 0.5]
     assert report.completed == len(expected)
     assert report.latency_ms["p50"] <= report.latency_ms["p99"]
     assert report.exit_code == 0
@@ -338,24 +346,35 @@ def test_batches_from_a_labeled_file(tiny_server: ServerProcess, tmp_path: Path)
     ]
     data = tmp_path / "reviews.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    config = lt.LoadConfig(
+    config = cfg.LoadConfig(
         tiny_server.target,
-        lt.load_jsonl_workload(data),
+        wl.load_jsonl_workload(data),
         concurrency=2,
         requests=6,
         batch_size=4,
         timeout_s=60,
     )
-    report = asyncio.run(lt.run_load(config))
+    report = asyncio.run(run.run_load(config))
     assert report.status_codes == {"OK": 6}
     assert report.texts_ok == 24
-    assert report.labeled == 24 and report.accuracy is not None
-    assert 0 <= report.accuracy <= 1
+    # 8 texts in batches of 4: the 6 requests send each of the two batches 3 times.
+    params = ClassifyParams(["negative", "positive"])
+    with Client(tiny_server.target, timeout=60) as client:
+        right = sum(
+            c.top_label == row["label"]
+            for part in (rows[:4], rows[4:])
+            for c, row in zip(
+                client.classify_batch([r["text"] for r in part], params).results, part, strict=True
+            )
+        )
+    assert report.labeled == 24
+    assert report.correct == 3 * right
+    assert report.accuracy == pytest.approx(right / 8)
 
 
 @engine
 def test_impossible_slo_exits_2(tiny_server: ServerProcess) -> None:
-    code = lt.main([
+    code = cmd.main([
         "--target", tiny_server.target, "--generate", "10", "--labels", "yes", "no",
         "--requests", "8", "--concurrency", "2", "--timeout", "60", "--slo-p99-ms", "0.001",
     ])  # fmt: skip
@@ -364,7 +383,7 @@ def test_impossible_slo_exits_2(tiny_server: ServerProcess) -> None:
 
 def test_no_server_counts_unavailable_and_fails(tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
-    code = lt.main([
+    code = cmd.main([
         "--target", f"127.0.0.1:{free_port()}", "--generate", "5", "--labels", "yes", "no",
         "--requests", "5", "--timeout", "5", "--report", str(report_path),
     ])  # fmt: skip

@@ -1,4 +1,4 @@
-"""Client commands of `labelprob`: classify one text, or JSONL in and JSONL out."""
+"""`labelprob classify`: one text, or JSONL in and JSONL out with bounded concurrency."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
 
 import grpc
 from google.protobuf import json_format
-from tqdm import tqdm
 
-from labelprob.client import evaluation, loadtest
 from labelprob.client.client import (
     CALIBRATIONS,
     DEFAULT_TARGET,
@@ -23,34 +19,38 @@ from labelprob.client.client import (
     ClassifyParams,
     Client,
 )
+from labelprob.tools.jsonl import read_text_rows
 from labelprob.v1 import classifier_pb2 as pb
 
+DESCRIPTION = (
+    'Classify TEXT against --labels; or --input JSONL ({"text": ...} a line, optionally '
+    '"labels") to --output JSONL.'
+)
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    classify = commands.add_parser(
-        "classify",
-        help="classify a text (or a JSONL file) against labels",
-        description='Classify TEXT against --labels; or --input JSONL ({"text": ...} a line, '
-        'optionally "labels") to --output JSONL.',
-    )
-    classify.add_argument("text", nargs="?", help="text to classify (omit with --input)")
-    classify.add_argument(
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelprob classify", description=DESCRIPTION)
+    parser.add_argument("text", nargs="?", help="text to classify (omit with --input)")
+    parser.add_argument(
         "--labels", "-l", nargs="+", help="candidate labels (name or name=description)"
     )
-    classify.add_argument("--instruction", "-i", default="", help="task instruction")
-    classify.add_argument("--mode", choices=sorted(MODES), default="auto")
-    classify.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="default")
-    classify.add_argument("--template", default="", help="server prompt template name")
-    classify.add_argument("--top-alternatives", type=int, default=0)
-    classify.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
-    classify.add_argument("--output", type=Path, help="JSONL results file (default stdout)")
-    classify.add_argument("--concurrency", type=int, default=8, help="requests in flight (JSONL)")
-    classify.add_argument("--target", default=DEFAULT_TARGET, help="server address host:port")
-    classify.add_argument("--timeout", type=float, default=60.0, help="deadline per request (s)")
-    classify.add_argument("--full", action="store_true", help="print the whole response as JSON")
-    classify.set_defaults(run=run_classify)
-    loadtest.add_command(commands)
-    evaluation.add_command(commands)
+    parser.add_argument("--instruction", "-i", default="", help="task instruction")
+    parser.add_argument("--mode", choices=sorted(MODES), default="auto")
+    parser.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="default")
+    parser.add_argument("--template", default="", help="server prompt template name")
+    parser.add_argument("--top-alternatives", type=int, default=0)
+    parser.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
+    parser.add_argument("--output", type=Path, help="JSONL results file (default stdout)")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight (JSONL)")
+    parser.add_argument("--target", default=DEFAULT_TARGET, help="server address host:port")
+    parser.add_argument("--timeout", type=float, default=60.0, help="deadline per request (s)")
+    parser.add_argument("--full", action="store_true", help="print the whole response as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`labelprob classify`; argv are the command's arguments."""
+    return run_classify(build_parser().parse_args(argv))
 
 
 def parse_label(raw: str) -> tuple[str, str]:
@@ -103,20 +103,16 @@ def run_classify(args: argparse.Namespace) -> int:
         return 1
 
 
-def read_jsonl(stream: TextIO) -> Iterator[dict]:
-    for number, line in enumerate(stream, 1):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"line {number}: not JSON: {exc}") from exc
-
-
 async def classify_jsonl(args: argparse.Namespace) -> int:
     """Classifies each line with bounded concurrency; output keeps input order."""
     source = sys.stdin if str(args.input) == "-" else args.input.open()
-    rows = list(read_jsonl(source))
+    try:
+        rows = [row for _, row in read_text_rows(source, str(args.input))]
+    except ValueError as exc:
+        raise SystemExit(f"labelprob classify: {exc}") from exc
     sink = sys.stdout if args.output is None else args.output.open("w")
+    from tqdm import tqdm  # only files get a progress bar
+
     semaphore = asyncio.Semaphore(max(args.concurrency, 1))
     failures = 0
     async with AsyncClient(args.target, timeout=args.timeout) as client:

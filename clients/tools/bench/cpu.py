@@ -1,0 +1,58 @@
+"""CPU time of process groups (psutil), and waiting for a quiet machine."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psutil
+
+from labelprob.tools.bench.settings import log
+
+SETTLED_BUSY_SHARE = 0.15
+
+
+@dataclass
+class Cpu:
+    """CPU seconds (user + system) a process group spent while measured. CPU time is
+    less skewed by other load than wall time, and it shows where the work went."""
+
+    front_s: float = 0.0  # the group's leader: the server's own process, or LLM's
+    engine_s: float = 0.0  # the rest of the group: vLLM's EngineCore and worker
+
+
+def group_cpu_s(pgid: int) -> dict[int, float]:
+    """CPU seconds of every live process of a process group, by pid."""
+    cpu = {}
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid:
+                times = process.cpu_times()
+                cpu[process.pid] = times.user + times.system
+        except (psutil.Error, OSError):
+            continue  # exited meanwhile
+    return cpu
+
+
+@contextlib.contextmanager
+def cpu_meter(pgid: int) -> Iterator[Cpu]:
+    cpu = Cpu()
+    before = group_cpu_s(pgid)
+    yield cpu
+    spent = {pid: s - before.get(pid, 0.0) for pid, s in group_cpu_s(pgid).items()}
+    cpu.front_s = spent.pop(pgid, 0.0)
+    cpu.engine_s = sum(spent.values())
+
+
+def settle(timeout_s: float = 120.0, sample_s: float = 3.0) -> None:
+    """Waits (up to a bound) for the engines' start-up compilation storm to die down: the
+    one-minute load average lags, so the busy share is sampled over a few seconds."""
+    deadline = time.monotonic() + timeout_s
+    # cpu_percent counts idle and iowait time as not busy.
+    while (busy := psutil.cpu_percent(interval=sample_s) / 100) > SETTLED_BUSY_SHARE:
+        if time.monotonic() >= deadline:
+            break
+        log(f"waiting for the machine to settle: {busy:.0%} busy")

@@ -1,0 +1,42 @@
+"""The benchmark's fixed settings: data sets, contenders, engine arguments, timeouts."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+# The repository's data folder beside this checkout (--data-dir overrides it).
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+DATASETS = {"mr": "mr_sentences.jsonl", "bbc": "bbc_news.jsonl", "hwu": "hwu64_intents.jsonl"}
+ACCOUNTING_DATASET = "hwu"
+CONTENDERS = ("labelprob", "offline", "vllm-http", "transformers")
+LOOPBACK = "127.0.0.1"
+SERVED_NAME = "SmolLM2-135M-Instruct"
+START_TIMEOUT_S = 900.0
+STOP_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 600.0
+# A naive run costs one full forward pass per read; this bounds its default text count.
+TRANSFORMERS_READ_BUDGET = 100
+# Engine settings shared by every vLLM contender. labelprob's server pins these (or gets
+# them as vLLM's defaults for an engine it builds itself); vLLM's LLM class and HTTP
+# server would otherwise pick other batch limits on CPU (4096/256 and 2048/128).
+ENGINE_ARGS: dict[str, Any] = {
+    "dtype": "auto",
+    "block_size": 32,
+    "enable_prefix_caching": True,
+    "max_num_seqs": 256,
+    "max_num_batched_tokens": 2048,
+    "seed": 0,
+    "logprobs_mode": "raw_logprobs",
+    "max_logprobs": -1,
+    "disable_log_stats": True,
+}
+# Workers run as `python -m WORKER_MODULE --worker KIND`.
+WORKER_MODULE = "labelprob.tools.bench"
+KV_CACHE_GIB = 2  # labelprob's --kv-cache-gib default
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,144 @@
+"""`labelprob eval`: arguments, exit codes, output files."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections import Counter
+from pathlib import Path
+
+from labelprob.client.client import CALIBRATIONS, DEFAULT_TARGET, MODES
+from labelprob.tools.evaluation.configs import DEFAULT_CONFIGS, NORMALIZATIONS, parse_configs
+from labelprob.tools.evaluation.datasets import load_dataset, unique_names
+from labelprob.tools.evaluation.report import EXIT_RPC_ERRORS, EXIT_USAGE, format_markdown
+from labelprob.tools.evaluation.runner import (
+    DEFAULT_TIMEOUT_S,
+    EvalSettings,
+    ServerUnreachable,
+    evaluate,
+)
+from labelprob.tools.reports import write_json
+
+DESCRIPTION = (
+    "Accuracy, macro-F1 and calibration (ECE) of scoring configurations on labeled JSONL "
+    'files ({"text": ..., "label": ...} a line), against the peer method first_token:none. '
+    "Prints a Markdown table. Exit 0 when every text was answered, 1 when some RPC failed "
+    "or the server is unreachable, 2 on bad arguments or input."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="FILE.jsonl")
+    parser.add_argument("--target", default=DEFAULT_TARGET, help="server address host:port")
+    parser.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help="comma list of mode:calibration[:normalization] "
+        f"(modes {', '.join(sorted(MODES))}; calibrations {', '.join(sorted(CALIBRATIONS))}; "
+        f"normalizations {', '.join(sorted(NORMALIZATIONS))}); first_token:none is always "
+        f"the first row (default {DEFAULT_CONFIGS})",
+    )
+    parser.add_argument(
+        "--labels", "-l", nargs="+", help="label set (default: each file's sorted labels)"
+    )
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help="rows per file: a seeded random sample"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample and row order")
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        metavar="C",
+        help="cut each text to C characters, for speed (the server truncates to its context "
+        "anyway)",
+    )
+    parser.add_argument("--instruction", "-i", default="", help="task instruction")
+    parser.add_argument("--template", default="", help="server prompt template name")
+    parser.add_argument("--concurrency", type=int, default=8, help="requests in flight")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline per request (s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        metavar="K",
+        help="texts per request; K > 1 uses ClassifyBatch (needed by batch calibration)",
+    )
+    parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
+    parser.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+
+
+def _error(message: str) -> None:
+    print(f"labelprob eval: error: {message}", file=sys.stderr)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError("--limit must be >= 1")
+        if args.max_chars is not None and args.max_chars < 1:
+            raise ValueError("--max-chars must be >= 1")
+        settings = EvalSettings(
+            target=args.target,
+            configs=parse_configs(args.configs, args.batch_size),
+            instruction=args.instruction,
+            template=args.template,
+            concurrency=args.concurrency,
+            timeout_s=args.timeout,
+            batch_size=args.batch_size,
+            progress=not args.quiet,
+        )
+        settings.validate()
+        datasets = [
+            load_dataset(
+                path,
+                name=name,
+                labels=args.labels,
+                limit=args.limit,
+                seed=args.seed,
+                max_chars=args.max_chars,
+            )
+            for path, name in zip(args.inputs, unique_names(args.inputs), strict=True)
+        ]
+    except (OSError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    try:
+        report = asyncio.run(evaluate(datasets, settings))
+    except ValueError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ServerUnreachable as exc:
+        _error(str(exc))
+        return EXIT_RPC_ERRORS
+    print(format_markdown(report))
+    if args.report is not None:
+        write_json(args.report, report.to_dict())
+    if args.plots is not None:
+        from labelprob.tools.evaluation.plots import write_plots  # matplotlib, when asked
+
+        write_plots(report, args.plots)
+    if report.errors:
+        codes = Counter[str]()
+        for r in report.results:
+            codes.update(r.error_codes)
+        _error(
+            f"{report.errors} classifications got no answer ("
+            + ", ".join(f"{k} {v}" for k, v in codes.most_common())
+            + "); accuracy is over the answered ones"
+        )
+    return report.exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelprob eval", description=DESCRIPTION)
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`labelprob eval`; argv are the command's arguments."""
+    return run_eval(build_parser().parse_args(argv))

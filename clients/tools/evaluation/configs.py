@@ -1,0 +1,93 @@
+"""Scoring configurations: `mode:calibration[:normalization]`, the peer method first."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labelprob.client.client import CALIBRATIONS, MODES
+from labelprob.v1 import classifier_pb2 as pb
+
+NORMALIZATIONS = {
+    "default": pb.LENGTH_NORMALIZATION_UNSPECIFIED,
+    "sum": pb.LENGTH_NORMALIZATION_SUM,
+    "mean": pb.LENGTH_NORMALIZATION_MEAN,
+}
+DEFAULT_CONFIGS = "first_token:none,auto:default"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """One way of scoring: mode, calibration and (optional) length normalization.
+
+    `calibration="default"` sends CALIBRATION_UNSPECIFIED: whatever the server defaults to.
+    """
+
+    mode: str
+    calibration: str
+    normalization: str | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.mode, self.calibration]
+        if self.normalization is not None:
+            parts.append(self.normalization)
+        return ":".join(parts)
+
+    @property
+    def is_peer(self) -> bool:
+        # A first-token read has one token per label, so the normalization cannot matter.
+        return self.mode == "first_token" and self.calibration == "none"
+
+    def options(self, template: str = "") -> pb.ScoringOptions:
+        return pb.ScoringOptions(
+            mode=MODES[self.mode],
+            calibration=CALIBRATIONS[self.calibration],
+            length_normalization=NORMALIZATIONS[self.normalization or "default"],
+            template=template,
+        )
+
+
+PEER = ScoringConfig("first_token", "none")
+
+
+def parse_config(text: str) -> ScoringConfig:
+    """`mode:calibration[:normalization]`, e.g. `full:contextual:mean`."""
+    parts = [p.strip().lower() for p in text.strip().split(":")]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(f"config {text!r}: expected mode:calibration[:normalization]")
+    mode, calibration = parts[0], parts[1]
+    normalization = parts[2] if len(parts) == 3 else None
+    if mode not in MODES:
+        raise ValueError(f"config {text!r}: mode must be one of {', '.join(sorted(MODES))}")
+    if calibration not in CALIBRATIONS:
+        raise ValueError(
+            f"config {text!r}: calibration must be one of {', '.join(sorted(CALIBRATIONS))}"
+        )
+    if normalization is not None and normalization not in NORMALIZATIONS:
+        raise ValueError(
+            f"config {text!r}: normalization must be one of {', '.join(sorted(NORMALIZATIONS))}"
+        )
+    return ScoringConfig(mode, calibration, normalization)
+
+
+def parse_configs(spec: str | Sequence[str], batch_size: int = 1) -> list[ScoringConfig]:
+    """A comma list (or a sequence) of configs, duplicates removed, the peer method first:
+    moved to the front when given, prepended when not."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    configs: list[ScoringConfig] = []
+    for item in items:
+        if not item.strip():
+            continue
+        config = parse_config(item)
+        if config not in configs:
+            configs.append(config)
+    peers = [c for c in configs if c.is_peer]
+    peer = peers[0] if peers else PEER
+    configs = [peer, *(c for c in configs if c != peer)]
+    for config in configs:
+        # The server answers Classify with BATCH calibration by INVALID_ARGUMENT: a batch
+        # is what it calibrates against.
+        if config.calibration == "batch" and batch_size <= 1:
+            raise ValueError(f"config {config.name!r}: batch calibration needs --batch-size > 1")
+    return configs

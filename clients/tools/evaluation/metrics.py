@@ -1,0 +1,115 @@
+"""Classification metrics: small pure functions over truths, predictions, confidences."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+ECE_BINS = 10
+
+
+def confusion_matrix(
+    truths: Sequence[str], predictions: Sequence[str], labels: Sequence[str]
+) -> list[list[int]]:
+    """Counts, rows = true label, columns = predicted label, both in `labels` order."""
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = [[0] * len(labels) for _ in labels]
+    for truth, predicted in zip(truths, predictions, strict=True):
+        matrix[index[truth]][index[predicted]] += 1
+    return matrix
+
+
+def accuracy(matrix: Sequence[Sequence[int]]) -> float | None:
+    total = sum(map(sum, matrix))
+    return sum(matrix[i][i] for i in range(len(matrix))) / total if total else None
+
+
+def per_label_scores(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str]
+) -> dict[str, dict[str, float | int | None]]:
+    """Precision, recall, F1 and support of each label; None where undefined (0/0)."""
+    scores: dict[str, dict[str, float | int | None]] = {}
+    for i, label in enumerate(labels):
+        tp = matrix[i][i]
+        support = sum(matrix[i])
+        predicted = sum(row[i] for row in matrix)
+        denominator = support + predicted  # = 2tp + fp + fn
+        scores[label] = {
+            "precision": tp / predicted if predicted else None,
+            "recall": tp / support if support else None,
+            "f1": 2 * tp / denominator if denominator else None,
+            "support": support,
+        }
+    return scores
+
+
+def macro_f1(matrix: Sequence[Sequence[int]]) -> float | None:
+    """Unweighted mean F1 over the labels that are true or predicted at least once.
+
+    A label that is true but never predicted scores 0 and counts. A label absent from both
+    (possible with a --limit sample or a wider --labels) has no F1 and is left out, as in
+    scikit-learn's default; counting it as 0 would keep a perfect classifier below 1.
+    """
+    f1s = []
+    for i in range(len(matrix)):
+        denominator = sum(matrix[i]) + sum(row[i] for row in matrix)
+        if denominator:
+            f1s.append(2 * matrix[i][i] / denominator)
+    return sum(f1s) / len(f1s) if f1s else None
+
+
+def reliability_bins(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """Equal-width confidence bins [i/bins, (i+1)/bins), the last one closed at 1: count,
+    mean confidence and accuracy of each (None for an empty bin)."""
+    counts = [0] * bins
+    confidence_sums = [0.0] * bins
+    hits = [0] * bins
+    for confidence, ok in zip(confidences, correct, strict=True):
+        b = min(max(math.floor(confidence * bins), 0), bins - 1)
+        counts[b] += 1
+        confidence_sums[b] += confidence
+        hits[b] += bool(ok)
+    return [
+        {
+            "lo": b / bins,
+            "hi": (b + 1) / bins,
+            "count": counts[b],
+            "confidence": confidence_sums[b] / counts[b] if counts[b] else None,
+            "accuracy": hits[b] / counts[b] if counts[b] else None,
+        }
+        for b in range(bins)
+    ]
+
+
+def expected_calibration_error(
+    confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
+) -> float | None:
+    """ECE (Guo et al. 2017): sum over bins of (bin share) x |accuracy - mean confidence|,
+    on the top label's probability."""
+    total = len(confidences)
+    if total == 0:
+        return None
+    return sum(
+        row["count"] / total * abs(row["accuracy"] - row["confidence"])
+        for row in reliability_bins(confidences, correct, bins)
+        if row["count"]
+    )
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def mean_of_all(values: Sequence[float | None]) -> float | None:
+    """The mean, or None when a value is missing: a mean over some datasets only would not
+    compare with the other configs' means."""
+    known = [v for v in values if v is not None]
+    return mean(known) if len(known) == len(values) else None
+
+
+def points_delta(value: float | None, peer: float | None) -> float | None:
+    """Difference in percentage points, None when either side is unknown."""
+    return None if value is None or peer is None else (value - peer) * 100

@@ -1,0 +1,5 @@
+import sys
+
+from labelprob.tools.loadtest.command import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""`labelprob bench`: its pure pieces, its plan on the tiny model, and the plan against the
+tiny server's own prompt accounting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from labelprob.client import ClassifyParams, Client
+from labelprob.server import cli
+from labelprob.server.labels import Mode, Read
+from labelprob.tools.bench import accounting, command, contenders, processes
+from labelprob.tools.bench.cpu import Cpu
+from labelprob.tools.bench.plan import PromptBuilder, TokenizerEngine, build_plan
+from labelprob.tools.bench.results import Result, median_result, throughput_table
+from labelprob.tools.loadtest.workload import Workload
+from labelprob.tools.reports import text_table
+from labelprob.v1 import classifier_pb2 as pb
+
+
+def test_median_round_row() -> None:
+    rounds = [
+        Result("labelprob gRPC", 100, 10.0, 50.0, 90.0, 0, "closed loop", Cpu(1.0, 4.0)),
+        Result("labelprob gRPC", 100, 2.5, 20.0, 70.0, 1, "closed loop", Cpu(2.0, 5.0)),
+        Result("labelprob gRPC", 100, 5.0, 30.0, 80.0, 0, "closed loop", Cpu(3.0, 6.0)),
+    ]
+    row = median_result(rounds)  # rates 10, 40 and 20 texts/s: the median round is 20
+    assert row.texts == 300
+    assert row.per_s == pytest.approx(20.0)
+    assert (row.p50_ms, row.p99_ms) == (30.0, 80.0)
+    assert row.errors == 1
+    assert (row.cpu.front_s, row.cpu.engine_s) == (6.0, 15.0)  # type: ignore[union-attr]
+    assert row.note == "closed loop; rounds/s: 10.0, 40.0, 20.0"
+    assert row.cpu_ms_per_text("engine") == pytest.approx(15.0 * 1000 / 300)
+
+
+def test_throughput_table_compares_with_labelprob() -> None:
+    rows = [Result("labelprob gRPC", 40, 2.0), Result("vLLM offline", 60, 2.0, note="ceiling")]
+    lines = throughput_table(rows).splitlines()
+    assert lines[0].split()[:3] == ["contender", "texts", "seconds"]
+    assert set(lines[1].replace(" ", "")) == {"-"}
+    assert "1.00x" in lines[2] and "1.50x" in lines[3]
+    assert lines[3].endswith("ceiling")
+
+
+def test_text_table_pads_numbers_right_and_names_left() -> None:
+    table = text_table(["name", "n", "note"], [["a", "1", "x"], ["bbb", "100", "yy"]])
+    assert table.splitlines() == [
+        "name    n  note",
+        "----  ---  ----",
+        "a       1  x",
+        "bbb   100  yy",
+    ]
+
+
+def test_equal_length_groups() -> None:
+    texts = ["aa", "b", "cc", "d", "eee", "ff", "g"]
+    groups = accounting.equal_length_groups(texts, len, k=2, size=3)
+    assert groups == [("aa", "cc", "ff"), ("b", "d", "g")]  # in the order they fill
+    assert accounting.equal_length_groups(texts, len, k=1, size=2) == [("aa", "cc")]
+
+
+def test_generative_scoring_body_splits_the_task_prefix_off() -> None:
+    plan = build_plan_stub(prefix_len=2)
+    body = contenders.read_body(plan, [[1, 2, 3, 4], [1, 2, 5]], Read((7,), (8, 9)))
+    assert body["query"] == [1, 2]
+    assert body["items"] == [[3, 4, 7], [5, 7]]
+    assert body["label_token_ids"] == [8, 9]
+    assert plan.prompt_tokens([[1, 2, 3]]) == (3 + 0) + (3 + 1)  # root read, then one deeper
+
+
+def build_plan_stub(prefix_len: int):  # a Plan without a tokenizer
+    from labelprob.tools.bench.plan import Plan
+
+    return Plan(
+        dataset="d",
+        model_path="m",
+        labels=["a", "b"],
+        mode=Mode.FULL,
+        label_ids=[(8,), (7, 9)],
+        prefix_len=prefix_len,
+        reads=[Read((), (8, 7)), Read((7,), (9,))],
+        prompts=[],
+        warmup=[],
+    )
+
+
+def test_arguments_and_worker_command(tmp_path: Path) -> None:
+    args = command.parse_args(["--dataset", "hwu", "--texts", "8", "--batch-size", "4"])
+    assert (args.dataset, args.texts, args.batch_size, args.mode) == ("hwu", 8, 4, "auto")
+    with pytest.raises(SystemExit):
+        command.parse_args(["--texts", "10", "--batch-size", "4"])
+    with pytest.raises(SystemExit):
+        command.parse_args(["--mode", "pruned"])
+    worker = processes.worker_command("offline", tmp_path / "s.json", tmp_path / "o.json")
+    assert worker[1:5] == ["-m", "labelprob.tools.bench", "--worker", "offline"]
+
+
+def test_labelprob_bench_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0
+    assert "usage: labelprob bench" in capsys.readouterr().out
+
+
+LABELS = ["positive", "negative", "sports"]
+TEXTS = ["The movie was wonderful.", "A dull, boring film.", "The team won the match."]
+
+
+@pytest.fixture(scope="module")
+def tiny_builder(tiny_model_dir: Path) -> PromptBuilder:
+    return PromptBuilder(TokenizerEngine(str(tiny_model_dir)))
+
+
+def test_plan_on_the_tiny_tokenizer(tiny_builder: PromptBuilder) -> None:
+    data = Workload(TEXTS, ["positive", "negative", "sports"], LABELS, "inline")
+    plan, measured, warm = build_plan(
+        tiny_builder, data, dataset="inline", n=2, n_warmup=1, mode=Mode.FULL
+    )
+    assert measured.texts == TEXTS[:2] and warm.texts == TEXTS[2:]
+    assert len(plan.prompts) == 2 and len(plan.warmup) == 1
+    tokenizer = tiny_builder.classifier.engine.tokenizer  # type: ignore[attr-defined]
+    for prompt, text in zip(plan.prompts, TEXTS, strict=False):
+        assert prompt[: plan.prefix_len] == plan.prompts[0][: plan.prefix_len]
+        assert text in tokenizer.decode(prompt[plan.prefix_len :])
+        assert len(prompt) % 32 == 0  # FULL prompts end on a KV block
+    # Every label is a path of the reads: each token a candidate after the ones before it.
+    reads = {r.prefix: set(r.candidates) for r in plan.reads}
+    for ids in plan.label_ids:
+        for i, token in enumerate(ids):
+            assert token in reads[tuple(ids[:i])]
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("mode", [Mode.FIRST_TOKEN, Mode.FULL])
+def test_plan_matches_the_servers_prompt_tokens(
+    tiny_builder: PromptBuilder, tiny_client: Client, mode: Mode
+) -> None:
+    """What the benchmark checks on every run (a note PROMPTS DIFFER otherwise)."""
+    data = Workload(TEXTS, [None] * 3, LABELS, "inline")
+    plan, _, _ = build_plan(tiny_builder, data, dataset="inline", n=3, n_warmup=0, mode=mode)
+    options = pb.ScoringOptions(
+        mode=pb.SCORING_MODE_FIRST_TOKEN if mode is Mode.FIRST_TOKEN else pb.SCORING_MODE_FULL,
+        calibration=pb.CALIBRATION_NONE,
+    )
+    for text, prompt in zip(TEXTS, plan.prompts, strict=True):
+        usage = tiny_client.classify(text, ClassifyParams(LABELS, options=options)).usage
+        assert usage.engine_reads == len(plan.reads)
+        assert usage.prompt_tokens == plan.prompt_tokens([prompt])
