@@ -12,7 +12,7 @@ from dataclasses import Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from labelprob.server.scoring import Calibration
+from labelprob.server.scoring import Calibration, Method
 
 ENV_PREFIX = "LABELPROB_"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -79,6 +79,14 @@ class ClassifySettings:
             "--default-calibration",
             "calibration of requests that leave it unset: auto (batch for 8+ texts, "
             "else contextual), none, contextual, domain_pmi",
+        ),
+    )
+    default_method: Method = field(
+        default=Method.COMBINED,
+        metadata=about(
+            "--default-method",
+            "scoring method of requests that leave it unset: combined (direct times "
+            "noisy channel), direct, channel",
         ),
     )
     default_truncation: str = field(

@@ -47,6 +47,34 @@ def resolve_calibration(
     return calibration
 
 
+class Method(enum.Enum):
+    """Which way the model is asked: P(label | text), P(text | label), or both."""
+
+    DIRECT = "direct"
+    CHANNEL = "channel"
+    COMBINED = "combined"
+
+    @property
+    def reads_direct(self) -> bool:
+        return self is not Method.CHANNEL
+
+    @property
+    def reads_channel(self) -> bool:
+        return self is not Method.DIRECT
+
+
+def combined_scores(direct: Sequence[float] | None, channel: Sequence[float] | None) -> list[float]:
+    """What is normalized over the labels: the direct scores (calibrated), the channel
+    log-probabilities log P(text | label), or their sum (the product of the two estimates)."""
+    if direct is None and channel is None:
+        raise ValueError("no scores to combine")
+    if channel is None:
+        return list(direct)  # type: ignore[arg-type]
+    if direct is None:
+        return list(channel)
+    return [d + c for d, c in zip(direct, channel, strict=True)]
+
+
 class Decision(enum.Enum):
     NONE = "none"
     ACCEPT = "accept"

@@ -16,7 +16,7 @@ from labelprob.server.errors import EngineUnavailable
 from labelprob.server.rpc import SERVICE_NAME, failure_status, rpc_scope, unary
 from labelprob.server.stream import classify_stream
 from labelprob.server.wire import inbound, outbound
-from labelprob.server.wire.enums import CALIBRATIONS_OUT
+from labelprob.server.wire.enums import CALIBRATIONS_OUT, METHODS_OUT
 from labelprob.server.wire.inbound import ClassifyCall, Limits
 from labelprob.server.wire.status import grpc_status
 from labelprob.v1 import classifier_pb2 as pb
@@ -144,6 +144,7 @@ class ClassifierService(pb_grpc.ClassifierServiceServicer):
                 templates=sorted(c.templates),
                 vocab_size=getattr(c.engine, "vocab_size", 0),
                 default_calibration=CALIBRATIONS_OUT[c.default_calibration],
+                default_method=METHODS_OUT[c.default_method],
             )
 
         return await unary("GetModelInfo", context, call)

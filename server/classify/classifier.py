@@ -13,12 +13,13 @@ from collections.abc import Sequence
 from labelprob.server import scoring
 from labelprob.server.classify.admission import ReadBudget
 from labelprob.server.classify.calibration import CalibrationCache, Calibrator
+from labelprob.server.classify.channel import ChannelReader, ChannelScores
 from labelprob.server.classify.completions import CompletionScorer
 from labelprob.server.classify.context import RequestContext
 from labelprob.server.classify.multilabel import MultiLabelClassifier
 from labelprob.server.classify.prepare import FittedText, PreparedTask, TaskPreparer
-from labelprob.server.classify.reads import ReadExecutor, reads_per_text
-from labelprob.server.classify.results import ScoredText, build_classification
+from labelprob.server.classify.reads import RawScores, ReadExecutor, reads_per_text
+from labelprob.server.classify.results import ScoredText, build_classification, channel_only
 from labelprob.server.classify.types import (
     Classification,
     CompletionRequest,
@@ -63,6 +64,8 @@ class Classifier:
             engine, self.preparer, self.budget, cache, settings.default_calibration
         )
         self.completions = CompletionScorer(engine, self.budget)
+        self.channel = ChannelReader(engine, self.preparer, self.budget)
+        self.default_method = settings.default_method
 
     def prepare(self, task: Task) -> PreparedTask:
         return self.preparer.prepare(task)
@@ -78,6 +81,7 @@ class Classifier:
         """Classifies texts against one task; results keep the order of ``texts``."""
         if options.multi_label:
             return await self.multi_label.classify(task, texts, options)
+        method = options.method or self.default_method
         prepared = self.preparer.prepare(task)
         mode = prepared.concrete_mode(options.mode)
         calibration = scoring.resolve_calibration(
@@ -85,22 +89,53 @@ class Classifier:
             len(texts),
             known_offsets=mode is Mode.PRUNED,
         )
-        ctx = RequestContext(task, prepared, options, mode, calibration)
+        ctx = RequestContext(task, prepared, options, mode, calibration, method)
         offsets = None
-        if mode is Mode.PRUNED:  # before admission: the vectors' own reads admit themselves
+        if method.reads_direct and mode is Mode.PRUNED:
+            # Before admission: the vectors' own reads admit themselves.
             offsets = await self.calibrator.offsets(ctx)
+        per_text = reads_per_text(prepared, options) if method.reads_direct else 0
+        per_text += self.channel.reads_per_text(task) if method.reads_channel else 0
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
-        with self.budget.hold(len(texts) * reads_per_text(prepared, options)):
-            raws = await asyncio.gather(
-                *(self.reader.read_text(prepared, t, options, offsets) for t in texts)
+        with self.budget.hold(len(texts) * per_text):
+            raws, channels = await asyncio.gather(
+                self._direct_reads(ctx, texts, offsets), self._channel_reads(ctx, texts)
             )
-        scores = [raw.label_scores(prepared.label_ids, options.length_norm) for raw in raws]
-        calibrated = await self.calibrator.calibrate(ctx, raws, scores)
+        if raws is None:
+            raws = [channel_only(ctx, c) for c in channels]  # type: ignore[union-attr]
+            scores = calibrated = [None] * len(texts)
+        else:
+            scores = [raw.label_scores(prepared.label_ids, options.length_norm) for raw in raws]
+            calibrated = await self.calibrator.calibrate(ctx, raws, scores)
         decode = self.engine.decode_token
-        return [
-            build_classification(ctx, ScoredText(raw, s, c), decode)
-            for raw, s, c in zip(raws, scores, calibrated, strict=True)
-        ]
+        results = []
+        for i, raw in enumerate(raws):
+            channel = channels[i] if channels is not None else None
+            if channel is not None and method.reads_direct:
+                raw.usage.add(channel.usage)
+            scored = ScoredText(raw, scores[i], calibrated[i], channel)
+            results.append(build_classification(ctx, scored, decode))
+        return results
+
+    async def _direct_reads(
+        self, ctx: RequestContext, texts: Sequence[str], offsets: list[float] | None
+    ) -> list[RawScores] | None:
+        if not ctx.method.reads_direct:
+            return None
+        return list(
+            await asyncio.gather(
+                *(self.reader.read_text(ctx.prepared, t, ctx.options, offsets) for t in texts)
+            )
+        )
+
+    async def _channel_reads(
+        self, ctx: RequestContext, texts: Sequence[str]
+    ) -> list[ChannelScores] | None:
+        if not ctx.method.reads_channel:
+            return None
+        return list(
+            await asyncio.gather(*(self.channel.read_text(ctx.task, t, ctx.options) for t in texts))
+        )
 
     async def score_completion(self, request: CompletionRequest) -> ScoredCompletion:
         """Per-token log-probabilities of a completion after a prompt, in one forward pass."""

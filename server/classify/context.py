@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from labelprob.server.classify.prepare import PreparedTask
 from labelprob.server.classify.types import Options, Task
 from labelprob.server.labels import Mode
-from labelprob.server.scoring import Calibration
+from labelprob.server.scoring import Calibration, Method
 
 
 @dataclass(frozen=True)
@@ -17,3 +17,4 @@ class RequestContext:
     options: Options
     mode: Mode  # concrete: AUTO resolved for these labels
     calibration: Calibration  # resolved for this request (AUTO by batch size and mode)
+    method: Method = Method.DIRECT  # resolved: the request's, else the server default

@@ -13,11 +13,13 @@ from labelprob.server.errors import InvalidArgument
 from labelprob.server.labels import Mode, Read, TokenIds
 from labelprob.server.prompts import (
     DEFAULT_TEMPLATE,
+    ExampleSpec,
     PromptParts,
     Template,
     multi_label_phrase,
     render_multi_label_parts,
     render_prompt_parts,
+    shown_labels,
 )
 
 PLANNED_MODES = (Mode.FIRST_TOKEN, Mode.FULL)
@@ -111,18 +113,24 @@ class TaskPreparer:
 
     def _prepare(self, task: Task) -> PreparedTask:
         template = self.template_for(task.template)
-        parts = render_prompt_parts(
-            template, task.instruction, task.labels, task.examples, self.chat
+        labels = shown_labels(template, task.labels)
+        wording = {lb.name: shown.name for lb, shown in zip(task.labels, labels, strict=True)}
+        examples = tuple(
+            ExampleSpec(ex.text, wording.get(ex.label, ex.label)) for ex in task.examples
         )
+        parts = render_prompt_parts(template, task.instruction, labels, examples, self.chat)
         encode = self.engine.encode
         label_ids = []
-        for i, label in enumerate(task.labels):
+        for i, label in enumerate(labels):
             ids = label_plan.continuation_ids(encode, parts.suffix, parts.label_lead + label.name)
             if not ids:
                 raise InvalidArgument(f"labels[{i}].name", "label tokenizes to no tokens")
             label_ids.append(ids)
         if len(set(label_ids)) != len(label_ids):
             raise InvalidArgument("labels", "two labels tokenize to the same tokens")
+        closing = self.closing_id(template, parts)
+        if closing is not None:
+            label_ids = list(label_plan.close_prefix_labels(label_ids, closing))
         decode = self.engine.decode_token
         reads = {m: tuple(label_plan.plan_reads(label_ids, m)) for m in PLANNED_MODES}
         return PreparedTask(
@@ -135,6 +143,13 @@ class TaskPreparer:
             reads=reads,
             branches=label_plan.branch_reads(reads[Mode.FULL]),
         )
+
+    def closing_id(self, template: Template, parts: PromptParts) -> int | None:
+        """The token that ends an answer: end of turn in a chat, else a newline."""
+        if template.style == "chat" and self.chat is not None:
+            return self.engine.closing_token_id
+        newline = label_plan.continuation_ids(self.engine.encode, parts.suffix + " x", "\n")
+        return newline[0] if newline else None
 
     def _prepare_multi_label(self, task: Task) -> PreparedMultiLabel:
         template = self.template_for(task.template)

@@ -7,26 +7,51 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from labelprob.server import scoring
+from labelprob.server.classify.channel import ChannelScores
 from labelprob.server.classify.context import RequestContext
 from labelprob.server.classify.reads import RawScores
 from labelprob.server.classify.types import Classification, LabelResult, TokenScore
+from labelprob.server.scoring import Calibration
 
 Decode = Callable[[int], str]
 
 
 @dataclass(frozen=True)
 class ScoredText:
-    """One text's raw reads, its label scores, and those scores calibrated."""
+    """One text's raw reads, its label scores, those scores calibrated, and its channel
+    log-probabilities (None where the method does not read them)."""
 
     raw: RawScores
-    scores: list[float]
-    calibrated: list[float]
+    scores: list[float] | None
+    calibrated: list[float] | None
+    channel: ChannelScores | None = None
+
+    @property
+    def channel_logprobs(self) -> list[float] | None:
+        return None if self.channel is None else self.channel.logprobs
+
+    @property
+    def final(self) -> list[float]:
+        """What is normalized over the labels."""
+        return scoring.combined_scores(self.calibrated, self.channel_logprobs)
+
+    @property
+    def uncalibrated(self) -> list[float]:
+        return scoring.combined_scores(self.scores, self.channel_logprobs)
+
+
+def channel_only(ctx: RequestContext, channel: ChannelScores) -> RawScores:
+    """The stand-in for direct reads a CHANNEL request does not make: no label tokens read."""
+    labels = len(ctx.task.labels)
+    return RawScores([[] for _ in range(labels)], [], channel.usage, ctx.mode, channel.truncated)
 
 
 def label_results(ctx: RequestContext, text: ScoredText) -> tuple[LabelResult, ...]:
     raw, prepared = text.raw, ctx.prepared
-    uncalibrated = scoring.softmax(text.scores)
-    probabilities = scoring.softmax(text.calibrated)
+    uncalibrated = scoring.softmax(text.uncalibrated)
+    final = text.final
+    probabilities = scoring.softmax(final)
+    channel = text.channel_logprobs
     return tuple(
         LabelResult(
             name=label.name,
@@ -42,8 +67,9 @@ def label_results(ctx: RequestContext, text: ScoredText) -> tuple[LabelResult, .
                 )
             ),
             uncalibrated_probability=uncalibrated[i],
-            score=text.calibrated[i],
+            score=final[i],
             estimated=i in raw.estimates,
+            channel_logprob=channel[i] if channel is not None else 0.0,
         )
         for i, label in enumerate(ctx.task.labels)
     )
@@ -52,7 +78,9 @@ def label_results(ctx: RequestContext, text: ScoredText) -> tuple[LabelResult, .
 def build_classification(ctx: RequestContext, text: ScoredText, decode: Decode) -> Classification:
     labels = label_results(ctx, text)
     probabilities = [lb.probability for lb in labels]
-    sig = scoring.signals(probabilities, [lb.logprob for lb in labels])
+    direct = ctx.method.reads_direct
+    # Label mass is what the direct read put on the labels: none without a direct read.
+    sig = scoring.signals(probabilities, [lb.logprob if direct else -math.inf for lb in labels])
     raw = text.raw
     return Classification(
         top_label=labels[sig.top_index].name,
@@ -68,6 +96,7 @@ def build_classification(ctx: RequestContext, text: ScoredText, decode: Decode) 
         decision=scoring.decide(sig, probabilities[sig.top_index], ctx.options.thresholds),
         usage=raw.usage,
         mode=raw.mode,
-        calibration=ctx.calibration,
-        truncated=raw.truncated,
+        calibration=ctx.calibration if direct else Calibration.NONE,
+        truncated=raw.truncated or (text.channel is not None and text.channel.truncated),
+        method=ctx.method,
     )

@@ -10,13 +10,14 @@ from typing import Protocol
 from labelprob.server.engine import ReadResult
 from labelprob.server.labels import Mode
 from labelprob.server.prompts import ChatRenderer, ExampleSpec, LabelSpec
-from labelprob.server.scoring import Calibration, Decision, LengthNorm, Thresholds
+from labelprob.server.scoring import Calibration, Decision, LengthNorm, Method, Thresholds
 
 
 class ReadEngine(Protocol):
     """What the classification path needs from an engine (the real one, or a fake in tests)."""
 
     max_model_len: int
+    closing_token_id: int | None  # ends an assistant turn
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]: ...
     def decode_token(self, token_id: int) -> str: ...
@@ -57,6 +58,7 @@ class Options:
     cache_salt: str | None = None
     multi_label: bool = False
     multi_label_threshold: float = 0.5
+    method: Method | None = None  # None: the server default
 
     def with_salt(self, salt: str | None) -> Options:
         return replace(self, cache_salt=salt)
@@ -101,6 +103,7 @@ class LabelResult:
     uncalibrated_probability: float
     score: float
     estimated: bool = False  # PRUNED: logprob estimated from the first token, branch unread
+    channel_logprob: float = 0.0  # log P(text | label) (CHANNEL and COMBINED)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class Classification:
     calibration: Calibration
     truncated: bool
     selected_labels: tuple[str, ...] = ()
+    method: Method = Method.DIRECT
 
 
 @dataclass(frozen=True)

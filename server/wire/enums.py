@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from labelprob.server.labels import Mode
-from labelprob.server.scoring import Calibration, Decision, LengthNorm
+from labelprob.server.scoring import Calibration, Decision, LengthNorm, Method
 from labelprob.v1 import classifier_pb2 as pb
 
 MODES = {
@@ -26,6 +26,12 @@ CALIBRATIONS = {
     pb.CALIBRATION_BATCH: Calibration.BATCH,
     pb.CALIBRATION_AUTO: Calibration.AUTO,
 }
+METHODS = {
+    pb.SCORING_METHOD_UNSPECIFIED: None,
+    pb.SCORING_METHOD_DIRECT: Method.DIRECT,
+    pb.SCORING_METHOD_CHANNEL: Method.CHANNEL,
+    pb.SCORING_METHOD_COMBINED: Method.COMBINED,
+}
 TRUNCATION = {
     pb.TRUNCATION_POLICY_UNSPECIFIED: None,
     pb.TRUNCATION_POLICY_TRUNCATE: True,
@@ -38,6 +44,7 @@ MODES_OUT = {
     Mode.FULL: pb.SCORING_MODE_FULL,
     Mode.PRUNED: pb.SCORING_MODE_PRUNED,
 }
+METHODS_OUT = {m: k for k, m in METHODS.items() if m is not None}
 CALIBRATIONS_OUT = {c: k for k, c in CALIBRATIONS.items() if c is not None}
 DECISIONS_OUT = {
     Decision.NONE: pb.DECISION_UNSPECIFIED,

@@ -17,7 +17,7 @@ from labelprob.server.config import ServerSettings
 from labelprob.server.errors import InvalidArgument
 from labelprob.server.prompts import ExampleSpec, LabelSpec
 from labelprob.server.scoring import Calibration, Thresholds
-from labelprob.server.wire.enums import CALIBRATIONS, MODES, NORMS, TRUNCATION
+from labelprob.server.wire.enums import CALIBRATIONS, METHODS, MODES, NORMS, TRUNCATION
 from labelprob.v1 import classifier_pb2 as pb
 
 MAX_TOP_ALTERNATIVES = 20
@@ -161,6 +161,9 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
     for i, text in enumerate(options.content_free_inputs):
         if len(text) > limits.max_label_chars:
             raise InvalidArgument(f"options.content_free_inputs[{i}]", "longer than a label may be")
+    method = _enum(options.method, METHODS, "options.method")
+    if method is not None and options.multi_label:
+        raise InvalidArgument("options.method", "multi_label reads yes/no per label; no method")
     th = options.thresholds
     threshold = options.multi_label_threshold if options.HasField("multi_label_threshold") else 0.5
     return Options(
@@ -178,6 +181,7 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         domain_premise=options.domain_premise,
         multi_label=options.multi_label,
         multi_label_threshold=_fraction(threshold, "options.multi_label_threshold"),
+        method=method,
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from google.rpc import status_pb2
 
 from labelprob.server.classify import Classification, ScoredCompletion, TokenScore, Usage
-from labelprob.server.wire.enums import CALIBRATIONS_OUT, DECISIONS_OUT, MODES_OUT
+from labelprob.server.wire.enums import CALIBRATIONS_OUT, DECISIONS_OUT, METHODS_OUT, MODES_OUT
 from labelprob.v1 import classifier_pb2 as pb
 
 
@@ -33,6 +33,7 @@ def classification(c: Classification) -> pb.Classification:
                 uncalibrated_probability=lb.uncalibrated_probability,
                 score=lb.score,
                 estimated=lb.estimated,
+                channel_logprob=lb.channel_logprob,
             )
             for lb in c.labels
         ],
@@ -46,6 +47,7 @@ def classification(c: Classification) -> pb.Classification:
         calibration=CALIBRATIONS_OUT[c.calibration],
         truncated=c.truncated,
         selected_labels=list(c.selected_labels),
+        method=METHODS_OUT[c.method],
     )
 
 

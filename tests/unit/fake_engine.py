@@ -96,6 +96,10 @@ class FakeEngine:
     def _tokens(self) -> dict[int, str]:
         return {i: t for t, i in self._ids.items()}
 
+    @property
+    def closing_token_id(self) -> int:
+        return self._ids.setdefault("<|end|>", len(self._ids))
+
     def chat_renderer(self) -> Callable[[list[dict[str, str]]], str] | None:
         if not self.chat:
             return None

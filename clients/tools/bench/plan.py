@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelprob.server.classifier import Classifier, PreparedTask, Task
+from labelprob.server.classify import Classifier, PreparedTask, Task
 from labelprob.server.labels import Mode, Read, TokenIds, plan_reads, resolve_mode
 from labelprob.server.prompts import LabelSpec, load_templates
 from labelprob.tools.bench.settings import DATASETS, ENGINE_ARGS
@@ -30,6 +30,10 @@ class TokenizerEngine:
 
     def decode_token(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+    @property
+    def closing_token_id(self) -> int | None:
+        return self.tokenizer.eos_token_id
 
     def chat_renderer(self) -> Callable[[list[dict[str, str]]], str] | None:
         """As the server's Engine: None for a model without a chat template."""
