@@ -31,13 +31,22 @@ MIN_BATCH_FOR_BATCH_CALIBRATION = 8
 
 
 def resolve_calibration(
-    calibration: Calibration, batch_size: int, known_offsets: bool = False
+    calibration: Calibration,
+    batch_size: int,
+    known_offsets: bool = False,
+    *,
+    with_channel: bool = False,
 ) -> Calibration:
     """AUTO becomes BATCH for a large enough batch, else CONTEXTUAL; BATCH needs 2 texts.
 
     ``known_offsets``: the scoring needs calibration offsets before the texts are read
     (PRUNED's bounds), so AUTO stays CONTEXTUAL: batch offsets depend on the batch's scores.
+    ``with_channel``: the direct scores are pooled with the noisy channel's, which carries
+    no label prior, so AUTO applies none (a prior correction there flipped confident right
+    answers, and the pooled result was more often right without it).
     """
+    if calibration is Calibration.AUTO and with_channel:
+        return Calibration.NONE
     if calibration is Calibration.AUTO:
         if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION and not known_offsets:
             return Calibration.BATCH
@@ -63,16 +72,21 @@ class Method(enum.Enum):
         return self is not Method.DIRECT
 
 
-def combined_scores(direct: Sequence[float] | None, channel: Sequence[float] | None) -> list[float]:
+def combined_scores(
+    direct: Sequence[float] | None, channel: Sequence[float] | None
+) -> list[float]:
     """What is normalized over the labels: the direct scores (calibrated), the channel
-    log-probabilities log P(text | label), or their sum (the product of the two estimates)."""
+    log-probabilities log P(text | label), or, with both, their mean: the logarithmic
+    opinion pool of the two estimates with equal weights, softmax(d/2 + c/2), whose
+    normalized form is the geometric mean of the two label distributions. The product
+    alone (weights 1 and 1) ranks the same but is overconfident."""
     if direct is None and channel is None:
         raise ValueError("no scores to combine")
     if channel is None:
         return list(direct)  # type: ignore[arg-type]
     if direct is None:
         return list(channel)
-    return [d + c for d, c in zip(direct, channel, strict=True)]
+    return [(d + c) / 2 for d, c in zip(direct, channel, strict=True)]
 
 
 class Decision(enum.Enum):

@@ -88,6 +88,7 @@ class Classifier:
             options.calibration or self.default_calibration,
             len(texts),
             known_offsets=mode is Mode.PRUNED,
+            with_channel=method.reads_channel,
         )
         ctx = RequestContext(task, prepared, options, mode, calibration, method)
         offsets = None

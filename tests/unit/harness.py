@@ -18,13 +18,21 @@ from labelprob.server.app import Running, create_server
 from labelprob.server.classify import Classifier
 from labelprob.server.config import ClassifySettings, ServerSettings
 from labelprob.server.prompts import load_templates
+from labelprob.server.scoring import Method
 from labelprob.server.service import ClassifierService
 from labelprob.v1 import classifier_pb2_grpc as pb_grpc
 from tests.conftest import TEST_TEMPLATES
 from tests.unit.fake_engine import FakeEngine
 
 T = TypeVar("T")
-TEST_SETTINGS = ServerSettings(host="127.0.0.1", port=0, metrics_port=0)
+# Most fast tests check how the direct reads work, so DIRECT is their default method; the
+# tests of the channel and of the server's own default ask for theirs by name.
+TEST_SETTINGS = ServerSettings(
+    host="127.0.0.1",
+    port=0,
+    metrics_port=0,
+    classify=ClassifySettings(default_method=Method.DIRECT),
+)
 
 
 @dataclass
@@ -76,7 +84,7 @@ def with_limits(**changes: object) -> ServerSettings:
 
 def with_classify(**changes: object) -> ServerSettings:
     return dataclasses.replace(
-        TEST_SETTINGS, classify=dataclasses.replace(ClassifySettings(), **changes)
+        TEST_SETTINGS, classify=dataclasses.replace(TEST_SETTINGS.classify, **changes)
     )
 
 

@@ -63,12 +63,11 @@ def test_the_default_limit_is_the_documented_16384() -> None:
     assert classifier_for(FakeEngine()).budget.limit == 16384
 
 
+# The labels read as words: " alarm" " set" | " alarm" " query" | " play" " music".
 TRIE = {
     "": {" alarm": log(0.5), " play": log(0.3)},
-    " alarm": {"_": log(0.9)},
-    " alarm_": {"set": log(0.6), "query": log(0.2)},
-    " play": {"_": log(0.8)},
-    " play_": {"music": log(0.7)},
+    " alarm": {" set": log(0.6), " query": log(0.2)},
+    " play": {" music": log(0.7)},
 }
 TRIE_TASK = task("alarm_set", "alarm_query", "play_music")
 
@@ -93,11 +92,11 @@ async def admitted_places(options: Options, texts: int = 1) -> int:
     ("mode", "top_k", "texts", "places"),
     [
         (Mode.FIRST_TOKEN, 0, 1, 1),
-        (Mode.FULL, 0, 1, 5),  # the trie's five internal nodes
-        (Mode.FULL, 3, 1, 6),  # and the top-k read
-        (Mode.FULL, 1, 1, 5),  # the first alternative is free
-        (Mode.PRUNED, 0, 1, 5),  # admitted for the most it may read: FULL's reads
-        (Mode.FULL, 0, 3, 15),  # a batch is admitted whole
+        (Mode.FULL, 0, 1, 3),  # the trie's three internal nodes
+        (Mode.FULL, 3, 1, 4),  # and the top-k read
+        (Mode.FULL, 1, 1, 3),  # the first alternative is free
+        (Mode.PRUNED, 0, 1, 3),  # admitted for the most it may read: FULL's reads
+        (Mode.FULL, 0, 3, 9),  # a batch is admitted whole
     ],
 )
 def test_a_request_is_admitted_for_its_reads(
@@ -117,7 +116,7 @@ def test_a_batch_over_the_free_places_is_refused_whole() -> None:
             await asyncio.sleep(0.001)
         full = Options(mode=Mode.FULL, calibration=Calibration.NONE)
         with pytest.raises(Overloaded):
-            await classifier.classify(TRIE_TASK, ["a", "b"], full)  # 10 reads > 7 free
+            await classifier.classify(TRIE_TASK, ["a", "b", "c"], full)  # 9 reads > 7 free
         reads_started = len(engine.calls)
         engine.gates["held"].set()
         await held

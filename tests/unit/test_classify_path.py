@@ -18,20 +18,19 @@ from tests.unit.paths import NO_CALIBRATION, classify, classify_one, probabiliti
 
 log = math.log
 
-# Three labels with shared first pieces: " alarm" "_" "set" | " alarm" "_" "query" | " play" ...
+# Three labels read as words ("alarm set"), with a shared first piece:
+# " alarm" " set" | " alarm" " query" | " play" " music".
 TRIE = {
     "": {" alarm": log(0.5), " play": log(0.3)},
-    " alarm": {"_": log(0.9)},
-    " alarm_": {"set": log(0.6), "query": log(0.2)},
-    " play": {"_": log(0.8)},
-    " play_": {"music": log(0.7)},
+    " alarm": {" set": log(0.6), " query": log(0.2)},
+    " play": {" music": log(0.7)},
 }
 TRIE_LABELS = ("alarm_set", "alarm_query", "play_music")
 # P(label) by the chain rule, by hand.
 TRIE_EXACT = {
-    "alarm_set": 0.5 * 0.9 * 0.6,
-    "alarm_query": 0.5 * 0.9 * 0.2,
-    "play_music": 0.3 * 0.8 * 0.7,
+    "alarm_set": 0.5 * 0.6,
+    "alarm_query": 0.5 * 0.2,
+    "play_music": 0.3 * 0.7,
 }
 
 
@@ -76,14 +75,14 @@ def test_full_mode_reads_the_trie_and_chains_the_tokens() -> None:
         assert label.logprob == pytest.approx(log(TRIE_EXACT[label.name]))
         assert not label.estimated
     alarm_set = result.labels[0]
-    assert [t.token for t in alarm_set.tokens] == [" alarm", "_", "set"]
-    assert [t.logprob for t in alarm_set.tokens] == pytest.approx([log(0.5), log(0.9), log(0.6)])
+    assert [t.token for t in alarm_set.tokens] == [" alarm", " set"]
+    assert [t.logprob for t in alarm_set.tokens] == pytest.approx([log(0.5), log(0.6)])
     total = sum(TRIE_EXACT.values())
     assert probabilities(result) == pytest.approx({k: v / total for k, v in TRIE_EXACT.items()})
-    # The trie's internal nodes: root, " alarm", " alarm_", " play", " play_".
-    assert result.usage.reads == 5
+    # The trie's internal nodes: root, " alarm", " play".
+    assert result.usage.reads == 3
     assert sorted(sorted(c.candidates) for c in engine.calls) == sorted(
-        [[" alarm", " play"], ["_"], ["query", "set"], ["_"], ["music"]]
+        [[" alarm", " play"], [" query", " set"], [" music"]]
     )
 
 
@@ -123,7 +122,7 @@ def test_mean_length_normalization_divides_by_the_label_length() -> None:
     engine = FakeEngine(answer_table(TRIE))
     options = Options(mode=Mode.FULL, length_norm=LengthNorm.MEAN, calibration=Calibration.NONE)
     result = classify_one(engine, task(*TRIE_LABELS), "x", options=options)
-    means = {k: log(v) / 3 for k, v in TRIE_EXACT.items()}  # every label is 3 pieces
+    means = {k: log(v) / 2 for k, v in TRIE_EXACT.items()}  # every label is 2 pieces
     z = sum(math.exp(v) for v in means.values())
     assert probabilities(result) == pytest.approx({k: math.exp(v) / z for k, v in means.items()})
     assert [lb.score for lb in result.labels] == pytest.approx(list(means.values()))
@@ -176,8 +175,8 @@ def test_full_prompts_end_on_a_block_boundary_first_token_prompts_do_not() -> No
     assert root.prompt_len % 8 == 0
     assert "wake me up now\n" in root.prompt  # padded with newlines after the text
     # A deeper read is the aligned prompt plus the label prefix.
-    deeper = next(c for c in engine.calls if set(c.candidates) == {"query", "set"})
-    assert deeper.prompt_len == root.prompt_len + 2
+    deeper = next(c for c in engine.calls if set(c.candidates) == {" query", " set"})
+    assert deeper.prompt_len == root.prompt_len + 1
     engine.calls.clear()
     first = replace(NO_CALIBRATION, mode=Mode.FIRST_TOKEN)
     classify_one(engine, task(*TRIE_LABELS), "wake me up now", options=first, align_block=8)

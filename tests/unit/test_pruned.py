@@ -15,26 +15,20 @@ from tests.unit.paths import classify_one, task
 
 log = math.log
 LABELS = task("alarm_set", "alarm_query", "play_music", "play_radio", "weather_query")
-# " alarm" dominates: once its branch is read, no other branch can beat alarm_set.
+# The labels are read as words (" alarm" " set"). " alarm" dominates: once its branch is
+# read, no other branch can beat alarm_set.
 CLEAR = {
     "": {" alarm": log(0.7), " play": log(0.05), " weather": log(0.1)},
-    " alarm": {"_": log(0.95)},
-    " alarm_": {"set": log(0.9), "query": log(0.05)},
-    " play": {"_": log(0.9)},
-    " play_": {"music": log(0.5), "radio": log(0.4)},
-    " weather": {"_": log(0.9)},
-    " weather_": {"query": log(0.9)},
+    " alarm": {" set": log(0.9), " query": log(0.05)},
+    " play": {" music": log(0.5), " radio": log(0.4)},
+    " weather": {" query": log(0.9)},
 }
 
 
 def exact(table: dict, label: str) -> float:
     """A label's log-probability by the chain rule over the table."""
     word, _, rest = label.partition("_")
-    return log(
-        math.exp(table[""][" " + word])
-        * math.exp(table[" " + word]["_"])
-        * math.exp(table[f" {word}_"][rest])
-    )
+    return table[""][" " + word] + table[" " + word][" " + rest]
 
 
 def run(table: dict, mode: Mode, **options: object):
@@ -49,10 +43,10 @@ def test_pruned_reads_only_the_branch_that_holds_the_top_label() -> None:
     full, _ = run(CLEAR, Mode.FULL)
     assert pruned.mode is Mode.PRUNED
     assert pruned.top_label == full.top_label == "alarm_set"
-    # The root, then " alarm" and " alarm_": the other branches' bounds (0.05, 0.1) are
-    # below alarm_set's 0.7 * 0.95 * 0.9.
-    assert pruned.usage.reads == 3 < full.usage.reads == 7
-    assert {c.prompt.rpartition("Label:")[2] for c in engine.calls} == {"", " alarm", " alarm_"}
+    # The root, then " alarm": the other branches' bounds (0.05, 0.1) are below
+    # alarm_set's 0.7 * 0.9.
+    assert pruned.usage.reads == 2 < full.usage.reads == 4
+    assert {c.prompt.rpartition("Label:")[2] for c in engine.calls} == {"", " alarm"}
     estimated = {lb.name for lb in pruned.labels if lb.estimated}
     assert estimated == {"play_music", "play_radio", "weather_query"}
 
@@ -72,10 +66,10 @@ def test_unread_labels_share_their_first_token_evenly() -> None:
 
 
 def test_a_close_runner_up_branch_is_read_too() -> None:
-    close = {**CLEAR, "": {" alarm": log(0.5), " play": log(0.45), " weather": log(0.01)}}
+    close = {**CLEAR, "": {" alarm": log(0.5), " play": log(0.47), " weather": log(0.01)}}
     pruned, _ = run(close, Mode.PRUNED)
     by_name = {lb.name: lb for lb in pruned.labels}
-    # alarm_set is 0.5*0.95*0.9 = 0.43 < 0.45, the " play" bound: that branch is read.
+    # alarm_set is 0.5*0.9 = 0.45 < 0.47, the " play" bound: that branch is read.
     assert not by_name["play_music"].estimated
     assert by_name["play_music"].logprob == pytest.approx(exact(close, "play_music"))
     assert by_name["weather_query"].estimated
@@ -83,12 +77,12 @@ def test_a_close_runner_up_branch_is_read_too() -> None:
 
 
 def test_the_second_branch_can_hold_the_top_label() -> None:
-    # " alarm" has the best bound, but its labels spread out; " play_music" wins.
+    # " alarm" has the best bound, but its labels spread out; play_music wins.
     table = {
         **CLEAR,
         "": {" alarm": log(0.5), " play": log(0.4), " weather": log(0.05)},
-        " alarm_": {"set": log(0.3), "query": log(0.3)},
-        " play_": {"music": log(0.95), "radio": log(0.01)},
+        " alarm": {" set": log(0.3), " query": log(0.3)},
+        " play": {" music": log(0.95), " radio": log(0.01)},
     }
     pruned, _ = run(table, Mode.PRUNED)
     full, _ = run(table, Mode.FULL)
@@ -114,14 +108,13 @@ def test_the_bound_ranks_by_mean_log_probability_under_mean_normalization() -> N
     labels = task("yes", "alarm_set", "alarm_query")
     table = {
         "": {" yes": log(0.3), " alarm": log(0.45)},
-        " alarm": {"_": log(0.99)},
-        " alarm_": {"set": log(0.5), "query": log(0.01)},
+        " alarm": {" set": log(0.5), " query": log(0.01)},
     }
     engine = FakeEngine(answer_table(table))
     opts = Options(mode=Mode.PRUNED, length_norm=LengthNorm.MEAN, calibration=Calibration.NONE)
     result = classify_one(engine, labels, "t", options=opts)
-    mean_alarm_set = (log(0.45) + log(0.99) + log(0.5)) / 3
-    assert mean_alarm_set > log(0.3) > log(0.45 * 0.99 * 0.5)
+    mean_alarm_set = (log(0.45) + log(0.5)) / 2
+    assert mean_alarm_set > log(0.3) > log(0.45 * 0.5)
     assert result.top_label == "alarm_set"
     summed = classify_one(
         FakeEngine(answer_table(table)), labels, "t",
@@ -132,18 +125,14 @@ def test_the_bound_ranks_by_mean_log_probability_under_mean_normalization() -> N
 
 TEXT_TRIE = {
     "": {" alarm": log(0.5), " play": log(0.2)},
-    " alarm": {"_": log(0.9)},
-    " alarm_": {"set": log(0.6), "query": log(0.2)},
-    " play": {"_": log(0.8)},
-    " play_": {"music": log(0.7)},
+    " alarm": {" set": log(0.6), " query": log(0.2)},
+    " play": {" music": log(0.7)},
 }
 # Content-free label distribution: alarm_set 0.45, alarm_query 0.45, play_music 0.1.
 CF_TRIE = {
     "": {" alarm": log(0.9), " play": log(0.1)},
-    " alarm": {"_": 0.0},
-    " alarm_": {"set": log(0.5), "query": log(0.5)},
-    " play": {"_": 0.0},
-    " play_": {"music": 0.0},
+    " alarm": {" set": log(0.5), " query": log(0.5)},
+    " play": {" music": 0.0},
 }
 
 
@@ -159,8 +148,8 @@ def calibrated_engine() -> FakeEngine:
     [(Calibration.NONE, "alarm_set"), (Calibration.CONTEXTUAL, "play_music")],
 )
 def test_the_bound_allows_for_calibration_offsets(calibration: Calibration, top: str) -> None:
-    """Uncalibrated, " play" (0.2) cannot beat alarm_set (0.27). Contextual calibration divides
-    by the prior (0.45, 0.45, 0.1): play_music's 0.112 / 0.1 beats alarm_set's 0.27 / 0.45, so
+    """Uncalibrated, " play" (0.2) cannot beat alarm_set (0.3). Contextual calibration divides
+    by the prior (0.45, 0.45, 0.1): play_music's 0.14 / 0.1 beats alarm_set's 0.3 / 0.45, so
     the bound must let the " play" branch be read."""
     labels = task("alarm_set", "alarm_query", "play_music")
     opts = Options(mode=Mode.PRUNED, calibration=calibration, content_free_inputs=("N/A",))

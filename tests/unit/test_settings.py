@@ -17,7 +17,7 @@ from labelprob.server.config import (
     add_serve_arguments,
     settings_from_args,
 )
-from labelprob.server.scoring import Calibration
+from labelprob.server.scoring import Calibration, Method
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SETTINGS_CLASSES = (ServerSettings, EngineSettings, ClassifySettings)
@@ -46,7 +46,7 @@ def test_every_setting_has_one_flag_and_help_lists_it() -> None:
     help_text = parser().format_help()
     words = " ".join(help_text.split())
     flags = [flag_of(f) for f in leaf_fields()]
-    assert len(flags) == len(set(flags)) == 33
+    assert len(flags) == len(set(flags)) == 34
     for flag in flags:
         assert re.search(rf"^  {re.escape(flag)}[ ,]", help_text, re.MULTILINE), flag
         env = "LABELPROB_" + flag.removeprefix("--").replace("-", "_").upper()
@@ -61,12 +61,17 @@ def test_no_flags_default_to_the_dataclass_defaults() -> None:
     assert settings_from_args(parser().parse_args([])) == ServerSettings()
 
 
+def test_the_default_method_is_combined() -> None:
+    assert ServerSettings().classify.default_method is Method.COMBINED
+
+
 def test_flags_set_every_field() -> None:
     args = [
         "--model", "m", "--device", "cpu", "--dtype", "float32", "--max-model-len", "99",
         "--block-size", "16", "--kv-cache-gib", "3", "--gpu-memory-utilization", "0.5",
         "--tensor-parallel-size", "2", "--max-num-seqs", "7", "--seed", "5", "--cache-dir", "/c",
-        "--enforce-eager", "--default-calibration", "domain_pmi", "--default-truncation", "reject",
+        "--enforce-eager", "--default-calibration", "domain_pmi", "--default-method", "channel",
+        "--default-truncation", "reject",
         "--max-inflight-reads", "11", "--host", "::1", "--port", "1", "--metrics-port", "2",
         "--max-labels", "3", "--max-batch-texts", "4", "--max-text-chars", "5",
         "--max-message-bytes", "6", "--templates-file", "/t.toml", "--grace-period", "1.5",
@@ -80,7 +85,12 @@ def test_flags_set_every_field() -> None:
         kv_cache_gib=3.0, gpu_memory_utilization=0.5, tensor_parallel_size=2, max_num_seqs=7,
         seed=5, cache_dir=Path("/c"), enforce_eager=True,
     )  # fmt: skip
-    assert s.classify == ClassifySettings(Calibration.DOMAIN_PMI, "reject", 11)
+    assert s.classify == ClassifySettings(
+        default_calibration=Calibration.DOMAIN_PMI,
+        default_method=Method.CHANNEL,
+        default_truncation="reject",
+        max_inflight_reads=11,
+    )
     assert not s.classify.default_truncate
     assert (s.host, s.port, s.metrics_port) == ("::1", 1, 2)
     assert (s.max_labels, s.max_batch_texts, s.max_text_chars, s.max_message_bytes) == (3, 4, 5, 6)
@@ -101,6 +111,7 @@ def test_flags_set_every_field() -> None:
             lambda s: s.classify.default_calibration is Calibration.NONE,
         ),
         ("LABELPROB_MAX_INFLIGHT_READS", "12", lambda s: s.classify.max_inflight_reads == 12),
+        ("LABELPROB_DEFAULT_METHOD", "direct", lambda s: s.classify.default_method is Method.DIRECT),
         ("LABELPROB_LOG_TEXT", "true", lambda s: s.log_text),
         ("LABELPROB_ALIGN_PROMPTS", "0", lambda s: not s.align_prompts),
         ("LABELPROB_TLS_CERT", "/etc/cert.pem", lambda s: s.tls_cert == Path("/etc/cert.pem")),
@@ -119,7 +130,12 @@ def test_a_flag_wins_over_the_environment(monkeypatch) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--default-calibration", "sometimes"], ["--default-truncation", "maybe"], ["--port", "x"]],
+    [
+        ["--default-calibration", "sometimes"],
+        ["--default-method", "guess"],
+        ["--default-truncation", "maybe"],
+        ["--port", "x"],
+    ],
 )
 def test_bad_values_are_refused(args: list[str], capsys) -> None:
     with pytest.raises(SystemExit):

@@ -47,6 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample and row order")
     parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        metavar="N",
+        help="leave out the first N rows of the seeded order (rows to choose settings on, "
+        "disjoint from a --limit N sample)",
+    )
+    parser.add_argument(
         "--max-chars",
         type=int,
         metavar="C",
@@ -99,6 +107,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 labels=args.labels,
                 limit=args.limit,
                 seed=args.seed,
+                skip=args.skip,
                 max_chars=args.max_chars,
             )
             for path, name in zip(args.inputs, unique_names(args.inputs), strict=True)

@@ -1,4 +1,10 @@
-"""Scoring configurations: `mode:calibration[:normalization]`, the peer method first."""
+"""Scoring configurations, the peer method first.
+
+A config is `[method/]mode:calibration[:normalization][@template]`, e.g.
+`direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`; or `peer`:
+the plain prompt a vLLM user writes (the built-in `minimal` template), labels' first tokens
+read at the start of the answer, no calibration.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,20 @@ from dataclasses import dataclass
 from labelprob.client.client import CALIBRATIONS, MODES
 from labelprob.v1 import classifier_pb2 as pb
 
+METHODS = {
+    "default": pb.SCORING_METHOD_UNSPECIFIED,
+    "direct": pb.SCORING_METHOD_DIRECT,
+    "channel": pb.SCORING_METHOD_CHANNEL,
+    "combined": pb.SCORING_METHOD_COMBINED,
+}
+PEER_TEMPLATE = "minimal"
+
 NORMALIZATIONS = {
     "default": pb.LENGTH_NORMALIZATION_UNSPECIFIED,
     "sum": pb.LENGTH_NORMALIZATION_SUM,
     "mean": pb.LENGTH_NORMALIZATION_MEAN,
 }
-DEFAULT_CONFIGS = "first_token:none,auto:default"
+DEFAULT_CONFIGS = "peer,direct/first_token:none,auto:default"
 
 
 @dataclass(frozen=True)
@@ -26,34 +40,55 @@ class ScoringConfig:
     mode: str
     calibration: str
     normalization: str | None = None
+    method: str = "default"
+    template: str | None = None  # None: --template's (or the server default)
 
     @property
     def name(self) -> str:
+        if self.is_peer:
+            return "peer"
         parts = [self.mode, self.calibration]
         if self.normalization is not None:
             parts.append(self.normalization)
-        return ":".join(parts)
+        name = ":".join(parts)
+        if self.method != "default":
+            name = f"{self.method}/{name}"
+        return name if self.template is None else f"{name}@{self.template}"
 
     @property
     def is_peer(self) -> bool:
         # A first-token read has one token per label, so the normalization cannot matter.
-        return self.mode == "first_token" and self.calibration == "none"
+        return (
+            self.mode == "first_token"
+            and self.calibration == "none"
+            and self.method == "direct"
+            and self.template == PEER_TEMPLATE
+        )
 
     def options(self, template: str = "") -> pb.ScoringOptions:
         return pb.ScoringOptions(
             mode=MODES[self.mode],
             calibration=CALIBRATIONS[self.calibration],
             length_normalization=NORMALIZATIONS[self.normalization or "default"],
-            template=template,
+            template=template if self.template is None else self.template,
+            method=METHODS[self.method],
         )
 
 
-PEER = ScoringConfig("first_token", "none")
+PEER = ScoringConfig("first_token", "none", method="direct", template=PEER_TEMPLATE)
 
 
 def parse_config(text: str) -> ScoringConfig:
-    """`mode:calibration[:normalization]`, e.g. `full:contextual:mean`."""
-    parts = [p.strip().lower() for p in text.strip().split(":")]
+    """`[method/]mode:calibration[:normalization][@template]`, or `peer`."""
+    spec = text.strip()
+    if spec.lower() == "peer":
+        return PEER
+    spec, _, template = spec.partition("@")
+    method, _, spec = spec.rpartition("/")
+    method = method.strip().lower() or "default"
+    if method not in METHODS:
+        raise ValueError(f"config {text!r}: method must be one of {', '.join(sorted(METHODS))}")
+    parts = [p.strip().lower() for p in spec.strip().split(":")]
     if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"config {text!r}: expected mode:calibration[:normalization]")
     mode, calibration = parts[0], parts[1]
@@ -68,7 +103,7 @@ def parse_config(text: str) -> ScoringConfig:
         raise ValueError(
             f"config {text!r}: normalization must be one of {', '.join(sorted(NORMALIZATIONS))}"
         )
-    return ScoringConfig(mode, calibration, normalization)
+    return ScoringConfig(mode, calibration, normalization, method, template.strip() or None)
 
 
 def parse_configs(spec: str | Sequence[str], batch_size: int = 1) -> list[ScoringConfig]:

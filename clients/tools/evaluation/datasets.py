@@ -40,15 +40,17 @@ class Dataset:
         }
 
 
-def sample_indices(n: int, limit: int | None, seed: int = 0) -> list[int]:
-    """A seeded random order of `range(n)`, cut to `limit`.
+def sample_indices(n: int, limit: int | None, seed: int = 0, skip: int = 0) -> list[int]:
+    """A seeded random order of `range(n)`, the first `skip` left out, cut to `limit`.
 
     The rows are shuffled even without a limit: data files are often sorted by label, and
     batch calibration must not see batches of a single label. A smaller limit with the
-    same seed gives a prefix of a larger one, so samples nest.
+    same seed gives a prefix of a larger one, so samples nest; `skip` gives rows disjoint from
+    a sample of that size (choose settings on `--skip 200`, report the first 200).
     """
     order = list(range(n))
     random.Random(seed).shuffle(order)
+    order = order[max(skip, 0) :]
     return order if limit is None else order[: max(limit, 0)]
 
 
@@ -61,6 +63,7 @@ def parse_dataset(
     limit: int | None = None,
     seed: int = 0,
     max_chars: int | None = None,
+    skip: int = 0,
 ) -> Dataset:
     """Rows `{"text": ..., "label": ...}`. The label set is the file's sorted distinct labels
     unless `labels` is given; then every row's label must be one of them."""
@@ -80,7 +83,7 @@ def parse_dataset(
         raise ValueError(f"{source}: labels not in --labels: {', '.join(unknown[:5])}")
     if len(label_set) < 2:
         raise ValueError(f"{source}: need at least 2 labels, got {label_set}")
-    indices = sample_indices(len(texts), limit, seed)
+    indices = sample_indices(len(texts), limit, seed, skip)
     cut = slice(None) if max_chars is None else slice(0, max_chars)
     return Dataset(
         name=name,
@@ -90,7 +93,7 @@ def parse_dataset(
         labels=label_set,
         total_rows=len(texts),
         indices=indices,
-        sample={"limit": limit, "seed": seed, "max_chars": max_chars},
+        sample={"limit": limit, "seed": seed, "max_chars": max_chars, "skip": skip},
     )
 
 
@@ -102,6 +105,7 @@ def load_dataset(
     limit: int | None = None,
     seed: int = 0,
     max_chars: int | None = None,
+    skip: int = 0,
 ) -> Dataset:
     with path.open(encoding="utf-8") as stream:
         return parse_dataset(
@@ -112,6 +116,7 @@ def load_dataset(
             limit=limit,
             seed=seed,
             max_chars=max_chars,
+            skip=skip,
         )
 
 
