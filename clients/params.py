@@ -24,6 +24,13 @@ CALIBRATIONS = {
     "auto": pb.CALIBRATION_AUTO,
 }
 
+METHODS = {
+    "default": pb.SCORING_METHOD_UNSPECIFIED,
+    "direct": pb.SCORING_METHOD_DIRECT,
+    "channel": pb.SCORING_METHOD_CHANNEL,
+    "combined": pb.SCORING_METHOD_COMBINED,
+}
+
 
 def to_label(label: LabelLike) -> pb.Label:
     """A label from a name, a (name, description) pair, or a pb.Label."""

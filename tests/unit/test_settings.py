@@ -111,7 +111,11 @@ def test_flags_set_every_field() -> None:
             lambda s: s.classify.default_calibration is Calibration.NONE,
         ),
         ("LABELPROB_MAX_INFLIGHT_READS", "12", lambda s: s.classify.max_inflight_reads == 12),
-        ("LABELPROB_DEFAULT_METHOD", "direct", lambda s: s.classify.default_method is Method.DIRECT),
+        (
+            "LABELPROB_DEFAULT_METHOD",
+            "direct",
+            lambda s: s.classify.default_method is Method.DIRECT,
+        ),
         ("LABELPROB_LOG_TEXT", "true", lambda s: s.log_text),
         ("LABELPROB_ALIGN_PROMPTS", "0", lambda s: not s.align_prompts),
         ("LABELPROB_TLS_CERT", "/etc/cert.pem", lambda s: s.tls_cert == Path("/etc/cert.pem")),

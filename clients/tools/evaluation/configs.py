@@ -11,15 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labelprob.client.client import CALIBRATIONS, MODES
+from labelprob.client.params import CALIBRATIONS, METHODS, MODES
 from labelprob.v1 import classifier_pb2 as pb
 
-METHODS = {
-    "default": pb.SCORING_METHOD_UNSPECIFIED,
-    "direct": pb.SCORING_METHOD_DIRECT,
-    "channel": pb.SCORING_METHOD_CHANNEL,
-    "combined": pb.SCORING_METHOD_COMBINED,
-}
 PEER_TEMPLATE = "minimal"
 
 NORMALIZATIONS = {

@@ -1,0 +1,259 @@
+"""Scoring methods over a fake engine: the noisy channel (the text scored after a request for
+each label) and COMBINED (the equal-weight pool of the direct calibrated scores and the
+channel log-probabilities: the geometric mean of the two label distributions), through the
+classify path and the real servicer in process.
+
+Expected values are computed here by hand from the scripted probabilities."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import grpc
+import pytest
+
+from labelprob.server.classify import Options
+from labelprob.server.config import ClassifySettings
+from labelprob.server.scoring import Calibration, Method
+from labelprob.v1 import classifier_pb2 as pb
+from tests.unit.fake_engine import UNLIKELY, FakeEngine, Script, answer_table
+from tests.unit.harness import TEST_SETTINGS, classifier_for, run, serving, violations
+from tests.unit.paths import classify, classify_one, probabilities, task
+
+log = math.log
+REQUEST = "Write a text that is "
+TEXT = "goal scored"  # the fake tokenizer's pieces: "goal", " scored"
+NAMES = ("sports", "world_news", "tech")
+# log P(piece | request for the label), by the label as the request words it.
+CHANNEL = {
+    "sports": {"goal": log(0.1), " scored": log(0.3)},
+    "world news": {"goal": log(0.01), " scored": log(0.2)},
+    "tech": {"goal": log(0.001), " scored": log(0.05)},
+}
+# Direct first-token probabilities (the labels' first pieces are unique: one read).
+DIRECT = {"": {" sports": log(0.2), " world": log(0.5), " tech": log(0.1)}}
+DIRECT_BY_NAME = {"sports": 0.2, "world_news": 0.5, "tech": 0.1}
+WORDED = {"sports": "sports", "world_news": "world news", "tech": "tech"}
+# The real server defaults (COMBINED), where the fast layer's own default is DIRECT.
+SERVER_DEFAULTS = dataclasses.replace(TEST_SETTINGS, classify=ClassifySettings())
+
+
+def channel_sum(name: str) -> float:
+    row = CHANNEL[WORDED[name]]
+    return row["goal"] + row[" scored"]
+
+
+def softmax(scores: dict[str, float]) -> dict[str, float]:
+    z = sum(math.exp(v) for v in scores.values())
+    return {k: math.exp(v) / z for k, v in scores.items()}
+
+
+def geometric_mean(p: dict[str, float], q: dict[str, float]) -> dict[str, float]:
+    """The normalized geometric mean of two distributions over the same labels."""
+    g = {k: math.sqrt(p[k] * q[k]) for k in p}
+    z = sum(g.values())
+    return {k: v / z for k, v in g.items()}
+
+
+def combined(direct: dict[str, float]) -> dict[str, float]:
+    """COMBINED's distribution from direct log-scores and the channel, by hand."""
+    return geometric_mean(softmax(direct), softmax({n: channel_sum(n) for n in NAMES}))
+
+
+DIRECT_LOGS = {n: log(p) for n, p in DIRECT_BY_NAME.items()}
+
+
+def scripted(direct: Script) -> Script:
+    """Channel reads (after a request for a label) by CHANNEL, the rest by ``direct``."""
+
+    def script(context: str, token: str) -> float:
+        _, found, rest = context.partition(REQUEST)
+        if not found:
+            return direct(context, token)
+        label, _, _ = rest.partition(".\n")
+        return CHANNEL[label].get(token, UNLIKELY)
+
+    return script
+
+
+def engine() -> FakeEngine:
+    return FakeEngine(scripted(answer_table(DIRECT)))
+
+
+def channel_calls(fake: FakeEngine) -> list[str]:
+    return sorted(c.prompt for c in fake.calls if c.prompt.startswith(REQUEST))
+
+
+def test_channel_probabilities_are_the_softmax_of_the_summed_text_logprobs() -> None:
+    fake = engine()
+    options = Options(calibration=Calibration.NONE, method=Method.CHANNEL)
+    result = classify_one(fake, task(*NAMES), TEXT, options=options)
+    expected = {n: channel_sum(n) for n in NAMES}
+    assert probabilities(result) == pytest.approx(softmax(expected))
+    assert [lb.channel_logprob for lb in result.labels] == pytest.approx(list(expected.values()))
+    assert result.top_label == "sports"
+    assert result.method is Method.CHANNEL
+    # One prompt-scoring read per label, each the label's request (worded) and the text.
+    assert channel_calls(fake) == sorted(f"{REQUEST}{WORDED[n]}.\n{TEXT}" for n in NAMES)
+    assert len(fake.calls) == result.usage.reads == len(NAMES)
+    assert result.usage.prompt_tokens == sum(c.prompt_len for c in fake.calls)
+    # No direct read: nothing is known of the mass on the labels, nothing was calibrated.
+    assert result.label_mass == 0.0
+    assert result.calibration is Calibration.NONE
+
+
+def test_combined_pools_the_direct_and_channel_distributions() -> None:
+    fake = engine()
+    options = Options(calibration=Calibration.NONE, method=Method.COMBINED)
+    result = classify_one(fake, task(*NAMES), TEXT, options=options)
+    assert probabilities(result) == pytest.approx(combined(DIRECT_LOGS))
+    # The score normalized is the mean of the two log-scores.
+    assert [lb.score for lb in result.labels] == pytest.approx(
+        [(DIRECT_LOGS[n] + channel_sum(n)) / 2 for n in NAMES]
+    )
+    assert [lb.channel_logprob for lb in result.labels] == pytest.approx(
+        [channel_sum(n) for n in NAMES]
+    )
+    assert [lb.logprob for lb in result.labels] == pytest.approx(
+        [log(DIRECT_BY_NAME[n]) for n in NAMES]
+    )
+    # Direct alone would pick world_news; the channel's evidence turns it to sports.
+    assert max(DIRECT_BY_NAME, key=DIRECT_BY_NAME.__getitem__) == "world_news"
+    assert result.top_label == "sports"
+    assert result.method is Method.COMBINED
+    # The direct read (first tokens), then one channel read per label.
+    assert result.usage.reads == len(fake.calls) == 1 + len(NAMES)
+    assert len(channel_calls(fake)) == len(NAMES)
+    assert result.usage.prompt_tokens == sum(c.prompt_len for c in fake.calls)
+    assert result.label_mass == pytest.approx(sum(DIRECT_BY_NAME.values()))
+
+
+def test_combined_calibrates_the_direct_part_only() -> None:
+    """Contextual calibration divides the direct distribution by the content-free one; the
+    channel log-probabilities are added as they are."""
+    content_free = answer_table({"": {" sports": log(0.6), " world": log(0.3), " tech": log(0.1)}})
+    text = answer_table(DIRECT)
+    fake = FakeEngine(scripted(lambda c, t: (content_free if "Text: N/A\n" in c else text)(c, t)))
+    options = Options(
+        calibration=Calibration.CONTEXTUAL, content_free_inputs=("N/A",), method=Method.COMBINED
+    )
+    result = classify_one(fake, task(*NAMES), TEXT, options=options)
+    direct_total = sum(DIRECT_BY_NAME.values())
+    prior = {"sports": 0.6, "world_news": 0.3, "tech": 0.1}  # already sums to 1
+    calibrated = {n: log(DIRECT_BY_NAME[n] / direct_total) - log(prior[n]) for n in NAMES}
+    assert probabilities(result) == pytest.approx(combined(calibrated))
+    assert [lb.score for lb in result.labels] == pytest.approx(
+        [(calibrated[n] + channel_sum(n)) / 2 for n in NAMES]
+    )
+    assert [lb.uncalibrated_probability for lb in result.labels] == pytest.approx(
+        list(combined(DIRECT_LOGS).values())
+    )
+    assert result.calibration is Calibration.CONTEXTUAL
+    # The content-free input is read directly only: no channel read of "N/A".
+    assert not any(c.prompt.startswith(REQUEST) and "N/A" in c.prompt for c in fake.calls)
+
+
+def test_the_server_default_method_is_combined() -> None:
+    fake = engine()
+    classifier = classifier_for(fake, SERVER_DEFAULTS)
+    (result,) = classify(fake, task(*NAMES), [TEXT], classifier=classifier)
+    assert result.method is Method.COMBINED
+    assert result.usage.reads == 1 + len(NAMES)
+    # The default calibration (AUTO) applies none when the channel is pooled in.
+    assert result.calibration is Calibration.NONE
+    assert probabilities(result) == pytest.approx(combined(DIRECT_LOGS))
+
+
+def test_a_batch_reads_the_channel_once_per_label_and_text() -> None:
+    fake = engine()
+    options = Options(calibration=Calibration.NONE, method=Method.CHANNEL)
+    results = classify(fake, task(*NAMES), [TEXT, TEXT + " again"], options)
+    assert [r.usage.reads for r in results] == [len(NAMES), len(NAMES)]
+    assert len(fake.calls) == 2 * len(NAMES)
+    # " again" is unlikely under every label alike: the distribution does not move.
+    assert [lb.probability for lb in results[1].labels] == pytest.approx(
+        [lb.probability for lb in results[0].labels]
+    )
+
+
+# -- the real servicer in process ----------------------------------------------------------
+
+LABELS = [pb.Label(name=n) for n in NAMES]
+
+
+def request(method: int = pb.SCORING_METHOD_UNSPECIFIED, **options: object) -> pb.ClassifyRequest:
+    opts = pb.ScoringOptions(
+        template="plain", calibration=pb.CALIBRATION_NONE, method=method, **options
+    )
+    return pb.ClassifyRequest(text=TEXT, labels=LABELS, options=opts)
+
+
+def test_the_servicer_returns_channel_scores() -> None:
+    async def scenario() -> pb.ClassifyResponse:
+        async with serving(engine()) as server:
+            return await server.stub.Classify(request(pb.SCORING_METHOD_CHANNEL))
+
+    result = run(scenario).result
+    expected = {n: channel_sum(n) for n in NAMES}
+    assert [lb.name for lb in result.labels] == list(NAMES)
+    assert [lb.probability for lb in result.labels] == pytest.approx(
+        list(softmax(expected).values())
+    )
+    assert [lb.channel_logprob for lb in result.labels] == pytest.approx(list(expected.values()))
+    assert result.method == pb.SCORING_METHOD_CHANNEL
+    assert result.usage.engine_reads == len(NAMES)
+
+
+def test_the_servicer_resolves_an_unset_method_to_the_server_default() -> None:
+    async def scenario() -> tuple[pb.Classification, pb.GetModelInfoResponse]:
+        async with serving(engine(), SERVER_DEFAULTS) as server:
+            reply = await server.stub.Classify(request())
+            return reply.result, await server.stub.GetModelInfo(pb.GetModelInfoRequest())
+
+    result, info = run(scenario)
+    assert info.default_method == pb.SCORING_METHOD_COMBINED
+    assert result.method == pb.SCORING_METHOD_COMBINED
+    assert [lb.probability for lb in result.labels] == pytest.approx(
+        list(combined(DIRECT_LOGS).values())
+    )
+    assert result.usage.engine_reads == 1 + len(NAMES)
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [(Method.DIRECT, pb.SCORING_METHOD_DIRECT), (Method.CHANNEL, pb.SCORING_METHOD_CHANNEL)],
+)
+def test_model_info_reports_the_configured_default_method(method: Method, expected: int) -> None:
+    settings = dataclasses.replace(TEST_SETTINGS, classify=ClassifySettings(default_method=method))
+
+    async def scenario() -> tuple[pb.GetModelInfoResponse, pb.Classification]:
+        async with serving(engine(), settings) as server:
+            info = await server.stub.GetModelInfo(pb.GetModelInfoRequest())
+            return info, (await server.stub.Classify(request())).result
+
+    info, result = run(scenario)
+    assert info.default_method == expected
+    assert result.method == expected
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": pb.SCORING_METHOD_CHANNEL, "multi_label": True},
+        {"method": pb.SCORING_METHOD_DIRECT, "multi_label": True},
+        {"method": 42},
+    ],
+    ids=["channel-multi-label", "direct-multi-label", "unknown"],
+)
+def test_a_bad_method_names_options_method_and_the_server_keeps_serving(options) -> None:
+    async def scenario() -> tuple[grpc.aio.AioRpcError, pb.ClassifyResponse]:
+        async with serving(engine()) as server:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await server.stub.Classify(request(**options))
+            return err.value, await server.stub.Classify(request(pb.SCORING_METHOD_DIRECT))
+
+    err, after = run(scenario)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violations(err) == ["options.method"]
+    assert after.result.method == pb.SCORING_METHOD_DIRECT
