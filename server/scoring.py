@@ -72,9 +72,7 @@ class Method(enum.Enum):
         return self is not Method.DIRECT
 
 
-def combined_scores(
-    direct: Sequence[float] | None, channel: Sequence[float] | None
-) -> list[float]:
+def combined_scores(direct: Sequence[float] | None, channel: Sequence[float] | None) -> list[float]:
     """What is normalized over the labels: the direct scores (calibrated), the channel
     log-probabilities log P(text | label), or, with both, their mean: the logarithmic
     opinion pool of the two estimates with equal weights, softmax(d/2 + c/2), whose
