@@ -173,6 +173,7 @@ def test_defaults_are_the_documented_ones() -> None:
         "--port": str(s.port),
         "--metrics-port": str(s.metrics_port),
         "--default-calibration": s.classify.default_calibration.value,
+        "--default-method": s.classify.default_method.value,
         "--default-truncation": s.classify.default_truncation,
         "--max-labels": str(s.max_labels),
         "--max-batch-texts": str(s.max_batch_texts),
