@@ -48,7 +48,7 @@ def expected_label_logprobs(
 
     FULL-mode prompts are padded to the server's KV-block size (32 on CPU).
     """
-    parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(n) for n in LABELS], [], None)
+    parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(words(n)) for n in LABELS], [], None)
     prompt = oracle.prompt_ids(
         tokenizer,
         parts.prefix,
@@ -59,15 +59,25 @@ def expected_label_logprobs(
     )
     out = {}
     for name in LABELS:
-        ids = oracle.tokens_after(tokenizer, parts.prefix + text + parts.suffix, " " + name)
+        ids = oracle.tokens_after(tokenizer, parts.prefix + text + parts.suffix, " " + words(name))
         out[name] = list(zip(ids, oracle.label_logprobs(model, prompt, ids), strict=True))
     return out
 
 
-def classify(client: Client, text: str, mode: int) -> pb.Classification:
+def words(name: str) -> str:
+    """How the built-in templates show a snake_case label (written out here, not imported)."""
+    return name.replace("_", " ")
+
+
+def classify(client: Client, text: str, mode: int, labels: list[str] = LABELS) -> pb.Classification:
     params = ClassifyParams(
-        labels=LABELS,
-        options=pb.ScoringOptions(mode=mode, template="plain", calibration=pb.CALIBRATION_NONE),
+        labels=labels,
+        options=pb.ScoringOptions(
+            mode=mode,
+            template="plain",
+            calibration=pb.CALIBRATION_NONE,
+            method=pb.SCORING_METHOD_DIRECT,
+        ),
     )
     return client.classify(text, params)
 
@@ -138,3 +148,37 @@ def test_pruned_mode_keeps_the_full_top_label_exact(
             assert label.logprob == pytest.approx(exact[label.name], abs=TOLERANCE)
     assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
     assert result.usage.engine_reads <= full.usage.engine_reads
+
+
+def test_a_label_that_begins_another_is_read_as_a_complete_answer(
+    tiny_client: Client, reference
+) -> None:
+    """With labels alarm, alarm_set and weather, P(alarm) is P(" alarm") times the
+    probability that the answer ends there (the plain template's answers end with a
+    newline), read in the same read as " set"."""
+    tokenizer, model = reference
+    labels = ["alarm", "alarm_set", "weather"]
+    text = TEXTS[0]
+    parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(words(n)) for n in labels], [], None)
+    prompt = oracle.prompt_ids(
+        tokenizer, parts.prefix, text, parts.suffix, bos=parts.add_special_tokens, block=BLOCK_SIZE
+    )
+    answer = parts.prefix + text + parts.suffix
+    alarm = oracle.tokens_after(tokenizer, answer, " alarm")
+    alarm_set = oracle.tokens_after(tokenizer, answer, " alarm set")
+    assert alarm_set[: len(alarm)] == alarm and len(alarm_set) > len(alarm)
+    end = oracle.tokens_after(tokenizer, answer + " alarm", "\n")[:1]
+    want = {
+        "alarm": alarm + end,
+        "alarm_set": alarm_set,
+        "weather": oracle.tokens_after(tokenizer, answer, " weather"),
+    }
+    result = classify(tiny_client, text, pb.SCORING_MODE_FULL, labels)
+    for label in result.labels:
+        ids = want[label.name]
+        expected = oracle.label_logprobs(model, prompt, ids)
+        assert [t.token_id for t in label.tokens] == ids
+        assert label.logprob == pytest.approx(sum(expected), abs=TOLERANCE)
+    # The end token rides on the read of " alarm"'s children: no read of its own.
+    plain = classify(tiny_client, text, pb.SCORING_MODE_FULL, ["alarm_set", "weather"])
+    assert result.usage.engine_reads == plain.usage.engine_reads
