@@ -32,7 +32,7 @@ class EngineSettings:
 class ServerSettings:
     """How the gRPC server runs, and the request limits it enforces."""
 
-    host: str = "0.0.0.0"
+    host: str = "[::]"  # every address family: IPv4, IPv6 and dual stack
     port: int = 50051
     metrics_port: int = 9090  # 0 turns the Prometheus endpoint off
     max_labels: int = 512
