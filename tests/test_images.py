@@ -236,7 +236,7 @@ def test_makefile_recipe_is_parsed() -> None:
     assert (
         "uninstall",
         frozenset({"-y"}),
-        frozenset({"torchaudio", "torchcodec", "torchvision"}),
+        frozenset({"torchaudio", "torchcodec", "torchvision", "triton"}),
     ) in cpu
     assert ("install", frozenset({"-e"}), frozenset({".[cuda,dev]"})) in cuda
     assert not any(sub == "uninstall" for sub, _, _ in cuda)
@@ -265,7 +265,11 @@ def test_extras_and_torch_cleanup(flavour: str) -> None:
     uninstalls = [normalise_pip(w) for w in commands if w[0] == "uninstall"]
     if flavour == "cpu":
         assert uninstalls == [
-            ("uninstall", frozenset({"-y"}), frozenset({"torchvision", "torchaudio", "torchcodec"}))
+            (
+                "uninstall",
+                frozenset({"-y"}),
+                frozenset({"torchvision", "torchaudio", "torchcodec", "triton"}),
+            )
         ]
     else:
         assert uninstalls == []
