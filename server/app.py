@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from labelprob.server import metrics as m
+from labelprob.server import tls
 from labelprob.server.classify import Classifier, Options, Task
 from labelprob.server.config import ServerSettings
 from labelprob.server.engine import Engine
@@ -93,14 +94,20 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
         return None
     if settings.tls_key is None:
         raise SystemExit("--tls-cert needs --tls-key")
-    key_pair = [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
-    if settings.tls_client_ca is not None:
-        return grpc.ssl_server_credentials(
-            key_pair,
-            root_certificates=settings.tls_client_ca.read_bytes(),
-            require_client_auth=True,
-        )
-    return grpc.ssl_server_credentials(key_pair)
+    # Re-read on change, so renewed certificates are served without a restart.
+    return tls.server_credentials(
+        tls.TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    )
+
+
+def start_metrics(port: int, host: str) -> None:
+    """Prometheus on the gRPC host's address ("[::]": every family, IPv4 where IPv6 is off)."""
+    try:
+        start_http_server(port, addr=host.strip("[]"))
+    except OSError:
+        if host != "[::]":
+            raise
+        start_http_server(port)
 
 
 def create_server(settings: ServerSettings, service: ClassifierService) -> Running:
@@ -184,7 +191,7 @@ async def serve(settings: ServerSettings) -> int:
     """Runs the server until SIGTERM/SIGINT (exit 0) or engine death (exit non-zero)."""
     configure_tracing(settings.otlp_endpoint)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_metrics(settings.metrics_port, settings.host)
     running = await start_server(settings, settings.engine.model or EMBEDDED_MODEL_NAME)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

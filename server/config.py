@@ -108,7 +108,8 @@ class ClassifySettings:
 class ServerSettings:
     """server"""
 
-    host: str = field(default="0.0.0.0", metadata=about("--host", "address to listen on"))
+    # Every address family: IPv4, IPv6 and dual stack.
+    host: str = field(default="[::]", metadata=about("--host", "address to listen on"))
     port: int = field(default=50051, metadata=about("--port", "gRPC port"))
     metrics_port: int = field(
         default=9090, metadata=about("--metrics-port", "Prometheus metrics HTTP port; 0 disables")

@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from labelprob.server.config import EngineSettings
+from labelprob.server.cpu_quota import CpuBudget, cpu_budget
 from labelprob.server.errors import EngineUnavailable
 
 log = structlog.get_logger(__name__)
@@ -32,15 +33,21 @@ class ReadResult:
     cached_tokens: int
 
 
-def configure_cpu_environment(settings: EngineSettings) -> None:
+def configure_cpu_environment(settings: EngineSettings, cpu: CpuBudget | None = None) -> None:
     """Environment the CPU build reads at engine start (set only where the operator did not)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(settings.kv_cache_gib))))
     # vLLM's "auto" binding keeps one core per worker free for its scheduler,
     # which on a 2-core machine leaves a single compute thread. Binding the
-    # worker to every core the process may use makes both cores compute.
+    # worker to every core the process may use makes both cores compute, unless
+    # a cgroup CPU quota allows less: then as many unpinned threads as the quota.
     if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
-        cores = sorted(os.sched_getaffinity(0))
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cores)
+        cpu = cpu or cpu_budget()
+        if cpu.pin:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cpu.cores)
+        else:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+            os.environ.setdefault("OMP_NUM_THREADS", str(cpu.threads))
+        log.info("cpu threads", bind=os.environ["VLLM_CPU_OMP_THREADS_BIND"], quota=cpu.quota)
     # The CPU build's ahead-of-time compile cache fails to load ("'function' object has no
     # attribute 'finalize_loading'"), so every start compiled the model again; torch's own
     # compile cache loads: a restart takes 34 s instead of about 95.

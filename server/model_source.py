@@ -66,6 +66,7 @@ def ensure_embedded_model(cache_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_dir))
     try:
         convert_gguf_to_safetensors(gguf_path, staging)
+        make_world_readable(staging)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -73,6 +74,16 @@ def ensure_embedded_model(cache_dir: Path) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def make_world_readable(folder: Path) -> None:
+    """Folders 0755, files 0644: images convert as root and serve as an unprivileged user.
+
+    The staging folder is made private (mkdtemp) and some writers save files 0600.
+    """
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def convert_gguf_to_safetensors(gguf_path: Path, out_dir: Path) -> None:

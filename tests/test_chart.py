@@ -289,7 +289,7 @@ def test_model_and_cache_env(rendered: dict[str, list[Manifest]]) -> None:
     assert default_env["LABELPROB_PORT"] == "50051"
     assert default_env["LABELPROB_METRICS_PORT"] == "9090"
     assert default_env["LABELPROB_MAX_MESSAGE_BYTES"] == "16777216"  # not 1.6777216e+07
-    assert default_env["LABELPROB_HOST"] == "0.0.0.0"
+    assert default_env["LABELPROB_HOST"] == "[::]"  # every address family, IPv6-only too
     gpu = rendered["gpu"]
     gpu_env = env_map(server_container(gpu))
     assert gpu_env["LABELPROB_MODEL"] == "Qwen/Qwen2.5-1.5B-Instruct"
@@ -307,17 +307,18 @@ def test_model_and_cache_env(rendered: dict[str, list[Manifest]]) -> None:
     minimal_env = env_map(server_container(rendered["minimal-cpu"]))
     assert minimal_env["LABELPROB_ENFORCE_EAGER"] == "true"
     assert minimal_env["LABELPROB_KV_CACHE_GIB"] == "1"
-    assert minimal_env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
-    # OpenMP threads follow the CPU the pod may use: limit, else request, rounded up.
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in minimal_env
+    # OpenMP threads follow the CPU the pod may use: limit, else request, whole CPUs.
     assert default_env["OMP_NUM_THREADS"] == "2"  # requests.cpu "2", no limit
-    assert minimal_env["OMP_NUM_THREADS"] == "1"  # requests.cpu "500m"
+    assert minimal_env["OMP_NUM_THREADS"] == "1"  # set explicitly
 
 
 @pytest.mark.parametrize(
     ("resources", "threads"),
     [
         ({"limits": {"cpu": 3}}, "3"),
-        ({"requests": {"cpu": "1500m"}}, "2"),
+        ({"limits": {"cpu": "2500m"}, "requests": {"cpu": "4"}}, "2"),  # the limit, rounded down
+        ({"requests": {"cpu": "1500m"}}, "1"),
         ({"requests": {"cpu": "250m"}}, "1"),
     ],
 )
@@ -553,6 +554,10 @@ def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], me
         render_raw(chart, values)
 
 
+RWO_CACHE: dict[str, Any] = {"modelCache": {"persistence": {"enabled": True}}}
+KEDA: dict[str, Any] = {"enabled": True, "prometheus": {"serverAddress": "http://p:9090"}}
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -574,6 +579,30 @@ def test_schema_rejects_bad_values(chart: helm.Chart, values: dict[str, Any], me
         (
             {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": None}},
             "needs at least one target",
+        ),
+        # A ReadWriteOnce claim on several nodes, or held by the old pod while a new one starts.
+        (
+            {**RWO_CACHE, "replicaCount": 2, "strategy": {"type": "Recreate"}},
+            "attaches to one node only, but up to 2 replicas",
+        ),
+        (
+            {**RWO_CACHE, "autoscaling": {"enabled": True, "maxReplicas": 4}},
+            "attaches to one node only, but up to 4 replicas",
+        ),
+        (RWO_CACHE, "maxSurge > 0 (Multi-Attach error)"),
+        (
+            {**RWO_CACHE, "strategy": {"rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 1}}},
+            "maxSurge > 0 (Multi-Attach error)",
+        ),
+        (
+            {"keda": {**KEDA, "minReplicaCount": 0}},
+            "keda.minReplicaCount 0 can never scale back up",
+        ),
+        ({"terminationGracePeriodSeconds": 30}, "shorter than preStopSleepSeconds"),
+        ({"progressDeadlineSeconds": 600}, "shorter than the startup probe budget (900s)"),
+        (
+            {"engine": {"cpu": {"reservedCpus": 1}}},
+            "reservedCpus only takes effect with engine.cpu.ompThreadsBind=auto",
         ),
     ],
 )
@@ -669,3 +698,137 @@ def test_every_value_is_typed_and_documented(chart: helm.Chart) -> None:
     table_keys = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
     assert table_keys == set(leaves)
     assert schema["properties"]["engine"]["properties"]["device"]["enum"] == ["cpu", "cuda"]
+
+
+# -- rollouts, drains and cluster traps ------------------------------------------------
+
+
+def render_valid(chart: helm.Chart, values: dict[str, Any], name: str = RELEASE) -> list[Manifest]:
+    """Renders and validates every non-CRD object against the Kubernetes schemas."""
+    docs = parse(chart.render(values, name=name, namespace=NAMESPACE, is_install=True))
+    for doc in docs:
+        if doc["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    return docs
+
+
+@pytest.mark.parametrize("value_set", CI_SETS)
+def test_rollout_deadline_covers_the_startup_budget(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
+    deployment = only(rendered[value_set], "Deployment")
+    startup = server_container(rendered[value_set])["startupProbe"]
+    budget = startup["failureThreshold"] * startup["periodSeconds"]
+    # Kubernetes' default of 600 s would report a rollout failed while pods still start.
+    assert deployment["spec"]["progressDeadlineSeconds"] >= budget + 600 > 600
+
+
+@pytest.mark.parametrize("value_set", CI_SETS)
+def test_prestop_sleep_is_counted_in_the_grace_period(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
+    container = server_container(rendered[value_set])
+    pod = only(rendered[value_set], "Deployment")["spec"]["template"]["spec"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and int(command[1]) == 10
+    drain = float(env_map(container)["LABELPROB_GRACE_PERIOD"])
+    # The kubelet sends SIGTERM after the hook: the sleep and the drain share one budget.
+    assert pod["terminationGracePeriodSeconds"] >= int(command[1]) + drain + 10
+    assert pod["enableServiceLinks"] is False
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
+def test_prestop_can_be_replaced_or_turned_off(chart: helm.Chart) -> None:
+    own = {"preStop": {"httpGet": {"path": "/drain", "port": 9090}}}
+    docs = render_valid(chart, {"lifecycle": own})
+    assert server_container(docs)["lifecycle"] == own
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 30 + 15
+    docs = render_valid(chart, {"preStopSleepSeconds": 0})
+    assert "lifecycle" not in server_container(docs)
+    docs = render_valid(chart, {"preStopSleepSeconds": 25, "server": {"gracePeriodSeconds": 40}})
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 25 + 40 + 15
+
+
+@pytest.mark.parametrize("value_set", CI_SETS)
+def test_pod_template_labels_do_not_carry_the_chart_version(
+    rendered: dict[str, list[Manifest]], value_set: str
+) -> None:
+    # A chart bump that changes nothing in the pod must not restart every pod.
+    template = only(rendered[value_set], "Deployment")["spec"]["template"]
+    assert "helm.sh/chart" not in template["metadata"]["labels"]
+
+
+def test_read_write_once_cache_with_one_replica_and_no_surge(chart: helm.Chart) -> None:
+    for strategy in (
+        {"type": "Recreate"},
+        {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+    ):
+        docs = render_valid(chart, {**RWO_CACHE, "strategy": strategy})
+        rendered_strategy = only(docs, "Deployment")["spec"]["strategy"]
+        if strategy.get("type") == "Recreate":
+            assert rendered_strategy == {"type": "Recreate"}  # no rollingUpdate block
+        else:
+            assert rendered_strategy["rollingUpdate"]["maxSurge"] == 0
+        assert "PersistentVolumeClaim" in kinds(docs)
+    shared = {"modelCache": {"persistence": {"enabled": True, "accessModes": ["ReadWriteMany"]}}}
+    docs = render_valid(chart, {**shared, "replicaCount": 3})
+    assert only(docs, "Deployment")["spec"]["replicas"] == 3
+
+
+def test_keda_fallback_and_scale_to_zero_with_an_outside_trigger(
+    chart: helm.Chart, rendered: dict[str, list[Manifest]]
+) -> None:
+    spec = only(rendered["autoscaling-keda"], "ScaledObject")["spec"]
+    assert spec["fallback"] == {"failureThreshold": 3, "replicas": 2}  # minReplicaCount
+    cron = {
+        "type": "cron",
+        "metadata": {
+            "timezone": "UTC",
+            "start": "0 8 * * *",
+            "end": "0 20 * * *",
+            "desiredReplicas": "1",
+        },
+    }
+    values = {"keda": {**KEDA, "minReplicaCount": 0, "extraTriggers": [cron]}}
+    spec = only(render_valid(chart, values), "ScaledObject")["spec"]
+    assert spec["minReplicaCount"] == 0
+    assert [t["type"] for t in spec["triggers"]] == ["prometheus", "cron"]
+    assert spec["triggers"][1] == cron
+    assert spec["fallback"]["replicas"] == 1
+    values = {"keda": {**KEDA, "fallback": None}}
+    assert "fallback" not in only(render_valid(chart, values), "ScaledObject")["spec"]
+
+
+def test_long_release_names_stay_within_63_characters(chart: helm.Chart) -> None:
+    release = "r" * 53  # Helm's longest release name
+    values = {
+        "service": {"headless": True},
+        "modelCache": {"persistence": {"enabled": True}},
+        "strategy": {"type": "Recreate"},
+        "promptTemplates": {"enabled": True, "content": "[t]\n"},
+    }
+    docs = render_valid(chart, values, name=release)
+    names = [d["metadata"]["name"] for d in docs]
+    assert all(len(n) <= 63 for n in names), [n for n in names if len(n) > 63]
+    assert len(set(names) - {f"{release}-labelprob"}) == 4  # the suffixed ones stay distinct
+    for suffix in ("-headless", "-cache", "-templates", "-test-health"):
+        assert sum(n.endswith(suffix) for n in names) == 1, suffix
+
+
+def test_extra_env_overrides_the_charts_variables_by_name(chart: helm.Chart) -> None:
+    extra = [
+        {"name": "LABELPROB_LOG_LEVEL", "value": "debug"},
+        {"name": "OMP_NUM_THREADS", "value": "3"},
+        {"name": "MY_SETTING", "value": "x"},
+    ]
+    container = server_container(render_valid(chart, {"extraEnv": extra}))
+    names = [item["name"] for item in container["env"]]
+    assert len(names) == len(set(names))
+    env = env_map(container)
+    assert (env["LABELPROB_LOG_LEVEL"], env["OMP_NUM_THREADS"], env["MY_SETTING"]) == (
+        "debug",
+        "3",
+        "x",
+    )

