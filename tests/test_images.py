@@ -330,7 +330,7 @@ def test_embedded_model_is_pre_converted(flavour: str, chart_values: dict[str, A
     # ...while everything writable lives in a separate folder the chart mounts a volume on.
     writable = chart_values["modelCache"]["mountPath"]
     assert runtime_env["HOME"] == writable != model_dir
-    for key in ("HF_HOME", "VLLM_CACHE_ROOT"):
+    for key in ("HF_HOME", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR"):
         assert runtime_env[key].startswith(writable + "/")
 
 

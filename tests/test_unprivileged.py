@@ -67,6 +67,15 @@ def python_for(uid: int, folder: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def user_neutral_environment() -> dict[str, str]:
+    """This environment without the names of the user running the tests.
+
+    Libraries derive per-user paths from them (torch: /tmp/torchinductor_$USER), which would
+    point the other user at root's folders.
+    """
+    return {k: v for k, v in os.environ.items() if k not in {"USER", "LOGNAME", "USERNAME"}}
+
+
 class UnprivilegedServer(ServerProcess):
     """`labelprob serve` started as another user with a given interpreter."""
 
@@ -84,7 +93,7 @@ class UnprivilegedServer(ServerProcess):
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**user_neutral_environment(), **self.env},
             user=self.uid,
             group=self.uid,
             extra_groups=[],
@@ -161,6 +170,7 @@ def test_image_start_path_serves_as_unprivileged_user(shared_folder: Path) -> No
             "XDG_CACHE_HOME": str(home),
             "HF_HOME": str(home / "huggingface"),
             "VLLM_CACHE_ROOT": str(home / "vllm"),
+            "TORCHINDUCTOR_CACHE_DIR": str(home / "torchinductor"),
             "HF_HUB_OFFLINE": "1",
         },
     )
