@@ -82,11 +82,11 @@ class ClassifySettings:
         ),
     )
     default_method: Method = field(
-        default=Method.COMBINED,
+        default=Method.DIRECT,
         metadata=about(
             "--default-method",
-            "scoring method of requests that leave it unset: combined (direct times "
-            "noisy channel), direct, channel",
+            "scoring method of requests that leave it unset: direct, combined (direct "
+            "pooled with the noisy channel), channel",
         ),
     )
     default_truncation: str = field(

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.embedded
 # The embedded model runs in bf16: a label of several tokens differs by up to ~0.4 nats
 # between two reads of the same prompt (batch shapes, prefix-cache hits).
 BF16_NOISE = 0.5
+# The mode tests below are about direct reads (the labels' own tokens).
+DIRECT = pb.SCORING_METHOD_DIRECT
 
 OBVIOUS = [
     (
@@ -95,9 +97,15 @@ def hwu64() -> tuple[list[str], list[dict]]:
 def test_hwu64_sixty_four_multi_token_labels(embedded_client: Client, hwu64) -> None:
     labels, rows = hwu64
     assert len(labels) == 64
-    full = ClassifyParams(labels, options=pb.ScoringOptions(mode=pb.SCORING_MODE_FULL))
-    first = ClassifyParams(labels, options=pb.ScoringOptions(mode=pb.SCORING_MODE_FIRST_TOKEN))
-    auto = ClassifyParams(labels, options=pb.ScoringOptions(mode=pb.SCORING_MODE_AUTO))
+
+    def direct(mode: int) -> ClassifyParams:
+        return ClassifyParams(labels, options=pb.ScoringOptions(mode=mode, method=DIRECT))
+
+    full, first, auto = (
+        direct(pb.SCORING_MODE_FULL),
+        direct(pb.SCORING_MODE_FIRST_TOKEN),
+        direct(pb.SCORING_MODE_AUTO),
+    )
     for row in rows:
         f = embedded_client.classify(row["text"], full)
         a = embedded_client.classify(row["text"], auto)
@@ -123,7 +131,7 @@ def test_hwu64_pruned_mode_reads_a_fraction_of_full(embedded_client: Client, hwu
     labels, rows = hwu64
 
     def params(mode: int) -> ClassifyParams:
-        options = pb.ScoringOptions(mode=mode, calibration=pb.CALIBRATION_NONE)
+        options = pb.ScoringOptions(mode=mode, calibration=pb.CALIBRATION_NONE, method=DIRECT)
         return ClassifyParams(labels, options=options)
 
     reads = {"full": 0, "pruned": 0}
@@ -167,7 +175,9 @@ def test_hwu64_pruned_mode_bounds_calibrated_scores(
     labels, rows = hwu64
 
     def classify(text: str, mode: int) -> pb.Classification:
-        options = pb.ScoringOptions(mode=mode, calibration=calibration, length_normalization=norm)
+        options = pb.ScoringOptions(
+            mode=mode, calibration=calibration, length_normalization=norm, method=DIRECT
+        )
         return embedded_client.classify(text, ClassifyParams(labels, options=options))
 
     estimated = 0

@@ -115,9 +115,16 @@ def test_summarize_counts_errors_and_keeps_them_out_of_accuracy() -> None:
 
 def test_peer_config_is_prepended_or_moved_first() -> None:
     names = [c.name for c in cf.parse_configs("auto:contextual,full:contextual:mean")]
-    assert names == ["first_token:none", "auto:contextual", "full:contextual:mean"]
-    names = [c.name for c in cf.parse_configs("auto:default, first_token:none ,auto:default")]
-    assert names == ["first_token:none", "auto:default"]
+    assert names == ["peer", "auto:contextual", "full:contextual:mean"]
+    names = [c.name for c in cf.parse_configs("auto:default, peer ,auto:default")]
+    assert names == ["peer", "auto:default"]
+    # labelprob's own first-token read is a config of its own, not the peer.
+    names = [c.name for c in cf.parse_configs("direct/first_token:none,combined/auto:none@plain")]
+    assert names == ["peer", "direct/first_token:none", "combined/auto:none@plain"]
+    peer = cf.parse_config("peer")
+    assert (peer.mode, peer.calibration, peer.method, peer.template) == (
+        "first_token", "none", "direct", "minimal",
+    )  # fmt: skip
     config = cf.parse_config("FULL:Contextual:mean")
     assert (config.mode, config.calibration, config.normalization) == ("full", "contextual", "mean")
     options = cf.parse_config("auto:default").options("plain")
@@ -337,8 +344,11 @@ def expected_metrics(
 
 # The configs of the end-to-end run, as the wire options a caller would send by hand.
 WIRE_OPTIONS = {
-    "first_token:none": pb.ScoringOptions(
-        mode=pb.SCORING_MODE_FIRST_TOKEN, calibration=pb.CALIBRATION_NONE
+    "peer": pb.ScoringOptions(
+        mode=pb.SCORING_MODE_FIRST_TOKEN,
+        calibration=pb.CALIBRATION_NONE,
+        method=pb.SCORING_METHOD_DIRECT,
+        template="minimal",
     ),
     "auto:contextual": pb.ScoringOptions(
         mode=pb.SCORING_MODE_AUTO, calibration=pb.CALIBRATION_CONTEXTUAL
@@ -364,13 +374,13 @@ def test_end_to_end_on_the_tiny_server(
     ])  # fmt: skip
     assert code == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[2].startswith("| yesno | first_token:none | 12 |")
+    assert table[2].startswith("| yesno | peer | 12 |")
     assert len(table) == 2 + 3
 
     report = json.loads(report_path.read_text())
     assert set(report) >= {"server", "settings", "peer", "configs", "datasets", "results"}
-    assert report["configs"] == ["first_token:none", "auto:contextual", "full:none:mean"]
-    assert report["peer"] == "first_token:none" and report["errors"] == 0
+    assert report["configs"] == ["peer", "auto:contextual", "full:none:mean"]
+    assert report["peer"] == "peer" and report["errors"] == 0
     assert report["server"]["model"]
     assert report["datasets"][0]["label_counts"] == {"no": 6, "yes": 6}
     assert [r["config"] for r in report["results"]] == report["configs"]
@@ -422,7 +432,7 @@ def test_batch_calibration_through_the_api(tiny_server: ServerProcess, tmp_path:
         timeout_s=120,
     )
     report = asyncio.run(rn.evaluate([data], settings))
-    assert report.configs == ["first_token:none", "auto:batch"]
+    assert report.configs == ["peer", "auto:batch"]
     assert report.errors == 0 and report.exit_code == 0
     batch = report.result("yesno", "auto:batch")
     assert batch is not None and batch.answered == 10
@@ -455,8 +465,12 @@ def test_failed_requests_are_counted_not_dropped(
     assert code == 1
     assert "8 classifications got no answer" in capsys.readouterr().err
     report = json.loads(report_path.read_text())
-    assert report["errors"] == 2 * 4  # peer and auto:default
-    for r in report["results"]:
+    # The peer row names its own template; the two default configs take --template's.
+    assert report["errors"] == 2 * 4
+    assert report["configs"] == ["peer", "direct/first_token:none", "auto:default"]
+    peer, *failed = report["results"]
+    assert peer["answered"] == 4 and not peer["error_codes"]
+    for r in failed:
         assert r["error_codes"] == {"INVALID_ARGUMENT": 4}
         assert r["answered"] == 0 and r["accuracy"] is None
 
@@ -472,7 +486,7 @@ def test_embedded_model_on_movie_reviews(
         "--report", str(report_path), "-q",
     ])  # fmt: skip
     assert code == 0
-    assert "| mr_sentences | first_token:none | 20 |" in capsys.readouterr().out
+    assert "| mr_sentences | peer | 20 |" in capsys.readouterr().out
     report = json.loads(report_path.read_text())
     assert report["datasets"][0]["labels"] == ["negative", "positive"]
     truths = [

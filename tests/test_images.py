@@ -161,11 +161,12 @@ def makefile_install_pip_commands(build: str) -> set[tuple[str, frozenset[str], 
 
 
 def image_expectation(build: str) -> set[tuple[str, frozenset[str], frozenset[str]]]:
-    """The Makefile's pip commands as an image runs them: no editable install, no dev extra."""
+    """The Makefile's pip commands as an image runs them: no editable install, and none of
+    the dev and tools extras (tests, eval, load test and benchmark stay out of the image)."""
     expected = set()
     for subcommand, options, requirements in makefile_install_pip_commands(build):
         requirements = frozenset(
-            r.replace(",dev", "").replace("dev,", "") if r.startswith(".[") else r
+            r.replace(",dev", "").replace(",tools", "") if r.startswith(".[") else r
             for r in requirements
         )
         expected.add((subcommand, options - {"-e", "--editable"}, requirements))
@@ -232,13 +233,13 @@ def test_makefile_recipe_is_parsed() -> None:
     # Guards the comparison below: an unparsable recipe must not pass as "no commands".
     cpu = makefile_install_pip_commands("cpu")
     cuda = makefile_install_pip_commands("cuda")
-    assert ("install", frozenset({"-e"}), frozenset({".[cpu,dev]"})) in cpu
+    assert ("install", frozenset({"-e"}), frozenset({".[cpu,dev,tools]"})) in cpu
     assert (
         "uninstall",
         frozenset({"-y"}),
         frozenset({"torchaudio", "torchcodec", "torchvision", "triton"}),
     ) in cpu
-    assert ("install", frozenset({"-e"}), frozenset({".[cuda,dev]"})) in cuda
+    assert ("install", frozenset({"-e"}), frozenset({".[cuda,dev,tools]"})) in cuda
     assert not any(sub == "uninstall" for sub, _, _ in cuda)
 
 

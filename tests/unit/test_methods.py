@@ -35,8 +35,10 @@ CHANNEL = {
 DIRECT = {"": {" sports": log(0.2), " world": log(0.5), " tech": log(0.1)}}
 DIRECT_BY_NAME = {"sports": 0.2, "world_news": 0.5, "tech": 0.1}
 WORDED = {"sports": "sports", "world_news": "world news", "tech": "tech"}
-# The real server defaults (COMBINED), where the fast layer's own default is DIRECT.
-SERVER_DEFAULTS = dataclasses.replace(TEST_SETTINGS, classify=ClassifySettings())
+# A server started with --default-method combined (the fast layer's own default is DIRECT).
+SERVER_DEFAULTS = dataclasses.replace(
+    TEST_SETTINGS, classify=ClassifySettings(default_method=Method.COMBINED)
+)
 
 
 def channel_sum(name: str) -> float:
@@ -154,7 +156,7 @@ def test_combined_calibrates_the_direct_part_only() -> None:
     assert not any(c.prompt.startswith(REQUEST) and "N/A" in c.prompt for c in fake.calls)
 
 
-def test_the_server_default_method_is_combined() -> None:
+def test_a_server_started_with_combined_uses_it_for_unset_requests() -> None:
     fake = engine()
     classifier = classifier_for(fake, SERVER_DEFAULTS)
     (result,) = classify(fake, task(*NAMES), [TEXT], classifier=classifier)
