@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from labelprob.client import ClassifyParams
+from labelprob.client import ClassifyParams, Client
 from labelprob.v1 import classifier_pb2 as pb
 
 CASES = [
@@ -32,15 +32,16 @@ pytestmark = pytest.mark.embedded
 
 
 @pytest.fixture(scope="module")
-def answers(embedded_client) -> list[tuple[dict, pb.Classification, pb.Classification]]:
+def answers(embedded_server) -> list[tuple[dict, pb.Classification, pb.Classification]]:
     """Per case: COMBINED with the server's calibration, and COMBINED uncalibrated."""
     out = []
-    for case in CASES:
-        ask = [
-            ClassifyParams(labels=case["labels"], options=o)
-            for o in (COMBINED, UNCALIBRATED_COMBINED)
-        ]
-        out.append((case, *(embedded_client.classify(case["text"], p) for p in ask)))
+    with Client(embedded_server.target, timeout=300) as client:
+        for case in CASES:
+            ask = [
+                ClassifyParams(labels=case["labels"], options=o)
+                for o in (COMBINED, UNCALIBRATED_COMBINED)
+            ]
+            out.append((case, *(client.classify(case["text"], p) for p in ask)))
     return out
 
 
