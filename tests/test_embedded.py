@@ -158,7 +158,9 @@ def test_hwu64_pruned_mode_reads_a_fraction_of_full(embedded_client: Client, hwu
                 assert lb.logprob == pytest.approx(exact[lb.name], abs=BF16_NOISE)
     assert estimated > 0
     assert reads["pruned"] * 2 < reads["full"], reads
-    assert computed["pruned"] * 2 < computed["full"], computed
+    # Labels read as words ("alarm set") make FULL's deeper reads short already, so PRUNED
+    # saves fewer computed tokens than reads.
+    assert computed["pruned"] < computed["full"], computed
 
 
 @pytest.mark.parametrize(
