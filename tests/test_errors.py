@@ -10,32 +10,15 @@ import math
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labelprob.client import ClassifyParams, Client
 from labelprob.v1 import classifier_pb2 as pb
+from tests.bad_requests import AB, classify, labels, opts, violations
 from tests.conftest import TINY_MAX_MESSAGE_BYTES
 
 pytestmark = pytest.mark.engine
-
-
-def labels(*names: str) -> list[pb.Label]:
-    return [pb.Label(name=n) for n in names]
-
-
-AB = labels("alpha", "beta")
-
-
-def classify(**fields: object) -> pb.ClassifyRequest:
-    base: dict[str, object] = {"text": "some text", "labels": AB}
-    return pb.ClassifyRequest(**(base | fields))
-
-
-def opts(**fields: object) -> pb.ScoringOptions:
-    return pb.ScoringOptions(**fields)
 
 
 # A few bad requests end to end, one per layer that can refuse them: validation, the
@@ -86,18 +69,6 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "messages",
     ),
 ]
-
-
-def violations(err: grpc.RpcError) -> list[str]:
-    status = rpc_status.from_call(err)
-    assert status is not None, "no rich status"
-    out = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out += [fv.field for fv in bad.field_violations]
-    return out
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ from labelprob.client import ClassifyParams, Client
 from labelprob.server.prompts import LabelSpec, load_templates, render_prompt_parts
 from labelprob.v1 import classifier_pb2 as pb
 from tests import oracle
+from tests.bad_requests import violations
 from tests.conftest import TEST_TEMPLATES
-from tests.test_errors import violations
 
 pytestmark = pytest.mark.engine
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from labelprob.server.app import Running, create_server
 from labelprob.server.classify import Classifier
@@ -86,16 +84,3 @@ def with_classify(**changes: object) -> ServerSettings:
     return dataclasses.replace(
         TEST_SETTINGS, classify=dataclasses.replace(TEST_SETTINGS.classify, **changes)
     )
-
-
-def violations(err: grpc.RpcError) -> list[str]:
-    """The fields a rich INVALID_ARGUMENT status names (its BadRequest detail)."""
-    status = rpc_status.from_call(err)
-    assert status is not None, "no rich status"
-    out = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out += [fv.field for fv in bad.field_violations]
-    return out

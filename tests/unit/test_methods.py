@@ -17,8 +17,9 @@ from labelprob.server.classify import Options
 from labelprob.server.config import ClassifySettings
 from labelprob.server.scoring import Calibration, Method
 from labelprob.v1 import classifier_pb2 as pb
+from tests.bad_requests import violations
 from tests.unit.fake_engine import UNLIKELY, FakeEngine, Script, answer_table
-from tests.unit.harness import TEST_SETTINGS, classifier_for, run, serving, violations
+from tests.unit.harness import TEST_SETTINGS, classifier_for, run, serving
 from tests.unit.paths import classify, classify_one, probabilities, task
 
 log = math.log

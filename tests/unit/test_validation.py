@@ -15,27 +15,12 @@ from labelprob.server.scoring import Calibration, LengthNorm
 from labelprob.server.wire import inbound
 from labelprob.server.wire.inbound import Limits
 from labelprob.v1 import classifier_pb2 as pb
+from tests.bad_requests import AB, classify, labels, opts, violations
 from tests.unit.fake_engine import FakeEngine
-from tests.unit.harness import run, serving, violations, with_limits
+from tests.unit.harness import run, serving, with_limits
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 SETTINGS = with_limits(max_message_bytes=MAX_MESSAGE_BYTES)
-
-
-def labels(*names: str) -> list[pb.Label]:
-    return [pb.Label(name=n) for n in names]
-
-
-AB = labels("alpha", "beta")
-
-
-def classify(**fields: object) -> pb.ClassifyRequest:
-    base: dict[str, object] = {"text": "some text", "labels": AB}
-    return pb.ClassifyRequest(**(base | fields))
-
-
-def opts(**fields: object) -> pb.ScoringOptions:
-    return pb.ScoringOptions(**fields)
 
 
 # (name, RPC, request, field the BadRequest must name)
