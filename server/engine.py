@@ -78,6 +78,20 @@ def direct_encoder(tokenizer: object) -> object | None:
     return copy
 
 
+def chat_renderer(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
+    """Renders chat messages with the tokenizer's template (assistant turn opened, thinking
+    off), or None when it has none."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+        )
+
+    return render
+
+
 def detect_device(requested: str) -> str:
     if requested != "auto":
         return requested
@@ -148,16 +162,7 @@ class Engine:
         return self.tokenizer.decode([token_id])
 
     def chat_renderer(self) -> Callable[[list[dict[str, str]]], str] | None:
-        """Renders chat messages with the model's template, or None when it has none."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            return None
-
-        def render(messages: list[dict[str, str]]) -> str:
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-            )
-
-        return render
+        return chat_renderer(self.tokenizer)
 
     # -- reads ---------------------------------------------------------------------
 
@@ -240,8 +245,9 @@ class Engine:
         row (the same prompt scored before).
         """
         rows, cached = await self._score_rows(token_ids, start, top_k, cache_salt, True)
-        if cached > start - 1:
+        if rows is None:
             rows, cached = await self._score_rows(token_ids, start, top_k, cache_salt, False)
+        assert rows is not None  # without the cache nothing is cached
         return rows, cached
 
     async def _score_rows(
@@ -251,7 +257,9 @@ class Engine:
         top_k: int,
         cache_salt: str | None,
         read_cache: bool,
-    ) -> tuple[list[dict[int, float]], int]:
+    ) -> tuple[list[dict[int, float]] | None, int]:
+        """The rows from ``start`` on, or None when the cache reached past row ``start - 1``
+        (vLLM leaves the rows of cached positions unwritten)."""
         params = self._one_token_params(
             prompt_logprobs=max(top_k, 0), skip_reading_prefix_cache=not read_cache
         )
@@ -260,7 +268,7 @@ class Engine:
             raise RuntimeError(f"engine returned no prompt logprobs for request {request_id}")
         cached = final.num_cached_tokens or 0
         if cached > start - 1:
-            return [], cached
+            return None, cached
         rows = [
             {tid: lp.logprob for tid, lp in (position or {}).items()}
             for position in final.prompt_logprobs[start:]

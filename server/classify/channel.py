@@ -69,7 +69,7 @@ class ChannelReader:
             text, channel.longest_head + 1, truncate=self.preparer.truncates(options)
         )
         # An empty text has no tokens to score: every label gets the same (zero) evidence.
-        text_ids = fitted.ids or []
+        text_ids = fitted.ids
         rows = await asyncio.gather(
             *(self._score(head, text_ids, options.cache_salt) for head in channel.heads)
         )

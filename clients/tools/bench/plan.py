@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from labelprob.server.classify import Classifier, PreparedTask, Task
+from labelprob.server.engine import chat_renderer
 from labelprob.server.labels import Mode, Read, TokenIds, plan_reads, resolve_mode
 from labelprob.server.prompts import LabelSpec, load_templates
 from labelprob.tools.bench.settings import DATASETS, ENGINE_ARGS
@@ -36,16 +37,7 @@ class TokenizerEngine:
         return self.tokenizer.eos_token_id
 
     def chat_renderer(self) -> Callable[[list[dict[str, str]]], str] | None:
-        """As the server's Engine: None for a model without a chat template."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            return None
-
-        def render(messages: list[dict[str, str]]) -> str:
-            return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-            )
-
-        return render
+        return chat_renderer(self.tokenizer)
 
 
 class PromptBuilder:
