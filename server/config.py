@@ -35,7 +35,12 @@ class EngineSettings:
     )
     device: str = field(default="auto", metadata=about("--device", "auto, cpu or cuda"))
     dtype: str = field(
-        default="auto", metadata=about("--dtype", "model dtype: auto, bfloat16, float16, float32")
+        default="auto",
+        metadata=about(
+            "--dtype",
+            "model dtype: auto (float32 on a CPU without native bf16, else the model's),"
+            " bfloat16, float16, float32",
+        ),
     )
     max_model_len: int | None = field(
         default=None,

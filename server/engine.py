@@ -13,6 +13,7 @@ import structlog
 
 from labelprob.server.config import EngineSettings
 from labelprob.server.cpu_quota import CpuBudget, cpu_budget
+from labelprob.server.dtype import cpu_has_native_bf16, resolve_dtype
 from labelprob.server.errors import EngineUnavailable
 
 log = structlog.get_logger(__name__)
@@ -130,11 +131,16 @@ class Engine:
         device = detect_device(settings.device)
         if device == "cpu":
             configure_cpu_environment(settings)
+        dtype = resolve_dtype(
+            settings.dtype, device, native_bf16=device != "cpu" or cpu_has_native_bf16()
+        )
+        if dtype != settings.dtype:
+            log.info("dtype", requested=settings.dtype, using=dtype, reason="no native bf16")
         block_size = settings.block_size or (32 if device == "cpu" else None)
         args = AsyncEngineArgs(
             model=model_path,
             served_model_name=model_name,
-            dtype=settings.dtype,
+            dtype=dtype,
             max_model_len=settings.max_model_len,
             block_size=block_size,
             enable_prefix_caching=True,
