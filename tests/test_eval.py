@@ -133,7 +133,18 @@ def test_peer_config_is_prepended_or_moved_first() -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["auto", "auto:contextual:sum:x", "fast:none", "auto:magic", "full:none:median", ":"]
+    "spec",
+    [
+        "auto",
+        "auto:contextual:sum:x",
+        "fast:none",
+        "auto:magic",
+        "full:none:median",
+        ":",
+        "auto:none*",
+        "auto:none*0",
+        "auto:none*x",
+    ],
 )
 def test_bad_configs_are_rejected(spec: str) -> None:
     with pytest.raises(ValueError):
@@ -144,6 +155,17 @@ def test_batch_calibration_needs_a_batch_size() -> None:
     with pytest.raises(ValueError, match="batch-size"):
         cf.parse_configs("auto:batch", batch_size=1)
     assert [c.name for c in cf.parse_configs("auto:batch", batch_size=4)][-1] == "auto:batch"
+    # A config's own *K is its batch size, whatever --batch-size says.
+    assert [c.name for c in cf.parse_configs("auto:batch*8", batch_size=1)][-1] == "auto:batch*8"
+
+
+def test_a_config_can_carry_its_own_batch_size() -> None:
+    configs = cf.parse_configs("auto:default,auto:default*8,combined/auto:none@plain*4")
+    assert [c.name for c in configs] == [
+        "peer", "auto:default", "auto:default*8", "combined/auto:none@plain*4",
+    ]  # fmt: skip
+    assert [c.texts_per_request(1) for c in configs] == [1, 1, 8, 4]
+    assert configs[3].template == "plain" and configs[3].method == "combined"
 
 
 def test_chunks_are_near_equal_and_cover_every_row() -> None:
@@ -424,17 +446,16 @@ def test_end_to_end_on_the_tiny_server(
 
 @engine
 def test_batch_calibration_through_the_api(tiny_server: ServerProcess, tmp_path: Path) -> None:
+    """`auto:batch*4` sends ClassifyBatch requests of 4 while --batch-size stays 1 (a single
+    Classify with batch calibration would be refused)."""
     data = ds.load_dataset(yes_no_file(tmp_path, rows=10))
     settings = rn.EvalSettings(
-        target=tiny_server.target,
-        configs=cf.parse_configs("auto:batch", batch_size=4),
-        batch_size=4,
-        timeout_s=120,
+        target=tiny_server.target, configs=cf.parse_configs("auto:batch*4"), timeout_s=120
     )
     report = asyncio.run(rn.evaluate([data], settings))
-    assert report.configs == ["peer", "auto:batch"]
+    assert report.configs == ["peer", "auto:batch*4"]
     assert report.errors == 0 and report.exit_code == 0
-    batch = report.result("yesno", "auto:batch")
+    batch = report.result("yesno", "auto:batch*4")
     assert batch is not None and batch.answered == 10
     assert batch.applied_calibrations == {"batch": 10}
     # The same batches sent by hand: 10 texts in near-equal parts of at most 4.

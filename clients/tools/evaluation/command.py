@@ -34,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--configs",
         default=DEFAULT_CONFIGS,
-        help="comma list of mode:calibration[:normalization] "
+        help="comma list of [method/]mode:calibration[:normalization][@template][*K] "
         f"(modes {', '.join(sorted(MODES))}; calibrations {', '.join(sorted(CALIBRATIONS))}; "
-        f"normalizations {', '.join(sorted(NORMALIZATIONS))}); first_token:none is always "
-        f"the first row (default {DEFAULT_CONFIGS})",
+        f"normalizations {', '.join(sorted(NORMALIZATIONS))}; *K: ClassifyBatch requests of "
+        f"K texts); peer is always the first row (default {DEFAULT_CONFIGS})",
     )
     parser.add_argument(
         "--labels", "-l", nargs="+", help="label set (default: each file's sorted labels)"

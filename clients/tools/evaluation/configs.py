@@ -1,7 +1,8 @@
 """Scoring configurations, the peer method first.
 
-A config is `[method/]mode:calibration[:normalization][@template]`, e.g.
-`direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`; or `peer`:
+A config is `[method/]mode:calibration[:normalization][@template][*K]`, e.g.
+`direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`,
+`auto:default*8` (ClassifyBatch requests of 8 texts, whatever `--batch-size` says); or `peer`:
 the plain prompt a vLLM user writes (the built-in `minimal` template), labels' first tokens
 read at the start of the answer, no calibration.
 """
@@ -36,6 +37,7 @@ class ScoringConfig:
     normalization: str | None = None
     method: str = "default"
     template: str | None = None  # None: --template's (or the server default)
+    batch_size: int | None = None  # None: --batch-size's
 
     @property
     def name(self) -> str:
@@ -47,7 +49,12 @@ class ScoringConfig:
         name = ":".join(parts)
         if self.method != "default":
             name = f"{self.method}/{name}"
-        return name if self.template is None else f"{name}@{self.template}"
+        if self.template is not None:
+            name = f"{name}@{self.template}"
+        return name if self.batch_size is None else f"{name}*{self.batch_size}"
+
+    def texts_per_request(self, default: int) -> int:
+        return default if self.batch_size is None else self.batch_size
 
     @property
     def is_peer(self) -> bool:
@@ -57,6 +64,7 @@ class ScoringConfig:
             and self.calibration == "none"
             and self.method == "direct"
             and self.template == PEER_TEMPLATE
+            and self.batch_size is None
         )
 
     def options(self, template: str = "") -> pb.ScoringOptions:
@@ -73,10 +81,16 @@ PEER = ScoringConfig("first_token", "none", method="direct", template=PEER_TEMPL
 
 
 def parse_config(text: str) -> ScoringConfig:
-    """`[method/]mode:calibration[:normalization][@template]`, or `peer`."""
+    """`[method/]mode:calibration[:normalization][@template][*K]`, or `peer`."""
     spec = text.strip()
     if spec.lower() == "peer":
         return PEER
+    spec, star, size = spec.partition("*")
+    batch_size = None
+    if star:
+        if not size.strip().isdigit() or int(size) < 1:
+            raise ValueError(f"config {text!r}: *K needs a whole number of texts K >= 1")
+        batch_size = int(size)
     spec, _, template = spec.partition("@")
     method, _, spec = spec.rpartition("/")
     method = method.strip().lower() or "default"
@@ -97,7 +111,9 @@ def parse_config(text: str) -> ScoringConfig:
         raise ValueError(
             f"config {text!r}: normalization must be one of {', '.join(sorted(NORMALIZATIONS))}"
         )
-    return ScoringConfig(mode, calibration, normalization, method, template.strip() or None)
+    return ScoringConfig(
+        mode, calibration, normalization, method, template.strip() or None, batch_size
+    )
 
 
 def parse_configs(spec: str | Sequence[str], batch_size: int = 1) -> list[ScoringConfig]:
@@ -117,6 +133,8 @@ def parse_configs(spec: str | Sequence[str], batch_size: int = 1) -> list[Scorin
     for config in configs:
         # The server answers Classify with BATCH calibration by INVALID_ARGUMENT: a batch
         # is what it calibrates against.
-        if config.calibration == "batch" and batch_size <= 1:
-            raise ValueError(f"config {config.name!r}: batch calibration needs --batch-size > 1")
+        if config.calibration == "batch" and config.texts_per_request(batch_size) <= 1:
+            raise ValueError(
+                f"config {config.name!r}: batch calibration needs --batch-size > 1 (or *K)"
+            )
     return configs

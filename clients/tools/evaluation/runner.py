@@ -96,6 +96,7 @@ async def run_config(
         instruction=settings.instruction,
         options=config.options(settings.template),
     )
+    per_request = config.texts_per_request(settings.batch_size)
     predictions: list[Prediction | None] = [None] * len(dataset.texts)
     errors: Counter[str] = Counter()
     usage: Counter[str] = Counter()
@@ -113,7 +114,7 @@ async def run_config(
         texts = [dataset.texts[i] for i in part]
         async with semaphore:
             try:
-                if settings.batch_size > 1:
+                if per_request > 1:
                     response = await client.classify_batch(texts, params)
                     results = list(response.results)
                 else:
@@ -136,7 +137,7 @@ async def run_config(
 
     start = time.perf_counter()
     try:
-        await asyncio.gather(*(one(p) for p in chunks(len(dataset.texts), settings.batch_size)))
+        await asyncio.gather(*(one(p) for p in chunks(len(dataset.texts), per_request)))
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
