@@ -87,7 +87,7 @@ class ClassifySettings:
         ),
     )
     default_method: Method = field(
-        default=Method.DIRECT,
+        default=Method.COMBINED,
         metadata=about(
             "--default-method",
             "scoring method of requests that leave it unset: direct, combined (direct "

@@ -41,14 +41,14 @@ def resolve_calibration(
 
     ``known_offsets``: the scoring needs calibration offsets before the texts are read
     (PRUNED's bounds), so AUTO stays CONTEXTUAL: batch offsets depend on the batch's scores.
-    ``with_channel``: the direct scores are pooled with the noisy channel's, which carries
-    no label prior, so AUTO applies none (a prior correction there flipped confident right
-    answers, and the pooled result was more often right without it).
+    ``with_channel``: the direct scores are pooled with the noisy channel's, and AUTO is
+    CONTEXTUAL whatever the batch size, so a text gets the same answer alone and in a batch
+    (the pooled defaults were chosen on single texts with contextual calibration).
     """
-    if calibration is Calibration.AUTO and with_channel:
-        return Calibration.NONE
+    if calibration is Calibration.AUTO and (with_channel or known_offsets):
+        return Calibration.CONTEXTUAL
     if calibration is Calibration.AUTO:
-        if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION and not known_offsets:
+        if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION:
             return Calibration.BATCH
         return Calibration.CONTEXTUAL
     if calibration is Calibration.BATCH and batch_size < 2:

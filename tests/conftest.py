@@ -137,10 +137,14 @@ def servers(
 
 
 def tiny_server_args(model_dir: Path, *extra: str) -> list[str]:
-    """Flags of a dedicated tiny-model server (tests that stop, kill or overload it)."""
+    """Flags of a dedicated tiny-model server (tests that stop, kill or overload it).
+
+    Its default method is the direct read: the tiny random model's tests check the direct
+    read's math against the oracle, and ask for the channel by name where they test it.
+    The embedded server runs the product's defaults."""
     return [
         "--model", str(model_dir), "--dtype", "float32", "--max-model-len", "1024",
-        "--enforce-eager", "--kv-cache-gib", "1", *extra,
+        "--enforce-eager", "--kv-cache-gib", "1", "--default-method", "direct", *extra,
     ]  # fmt: skip
 
 

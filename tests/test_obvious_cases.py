@@ -1,11 +1,11 @@
 """Hand-written, unambiguous cases over six kinds of task (tests/data/obvious_cases.jsonl),
 written before any model answered them and kept where the model fails.
 
-With the embedded model, the COMBINED method (direct read pooled with the noisy channel)
-must get 90 % of them right, and its calibration must never turn a confident right answer
-wrong: a case whose uncalibrated COMBINED result puts at least 0.6 on the right label stays
-right under the server's calibration. The direct read alone is kept as the reference it
-must beat.
+With the embedded model, the server's defaults (the direct read, contextually calibrated,
+pooled with the noisy channel: COMBINED) must get 90 % of them right, and calibration must
+never turn a confident right answer wrong: a case whose uncalibrated result puts at least
+0.6 on the right label stays right under the defaults. The direct read alone is kept as
+the reference the defaults must beat.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ CASES = [
     json.loads(line)
     for line in (Path(__file__).parent / "data" / "obvious_cases.jsonl").read_text().splitlines()
 ]
-COMBINED = pb.ScoringOptions(method=pb.SCORING_METHOD_COMBINED)
-UNCALIBRATED_COMBINED = pb.ScoringOptions(
-    method=pb.SCORING_METHOD_COMBINED, calibration=pb.CALIBRATION_NONE
-)
+DEFAULTS = pb.ScoringOptions()  # everything left to the server
+UNCALIBRATED = pb.ScoringOptions(calibration=pb.CALIBRATION_NONE)
 DIRECT = pb.ScoringOptions(method=pb.SCORING_METHOD_DIRECT)
 
 pytestmark = pytest.mark.embedded
@@ -33,13 +31,13 @@ pytestmark = pytest.mark.embedded
 
 @pytest.fixture(scope="module")
 def answers(embedded_server) -> list[tuple[dict, pb.Classification, pb.Classification]]:
-    """Per case: COMBINED with the server's calibration, and COMBINED uncalibrated."""
+    """Per case: the server's defaults, and the same uncalibrated."""
     out = []
     with Client(embedded_server.target, timeout=300) as client:
         for case in CASES:
             ask = [
                 ClassifyParams(labels=case["labels"], options=o)
-                for o in (COMBINED, UNCALIBRATED_COMBINED)
+                for o in (DEFAULTS, UNCALIBRATED)
             ]
             out.append((case, *(client.classify(case["text"], p) for p in ask)))
     return out
@@ -53,7 +51,7 @@ def test_the_set_covers_six_kinds_of_task() -> None:
     assert all(c["label"] in c["labels"] for c in CASES)
 
 
-def test_combined_gets_nine_in_ten_right(answers) -> None:
+def test_the_defaults_get_nine_in_ten_right(answers) -> None:
     wrong = [(c["text"], c["label"], d.top_label) for c, d, _ in answers]
     wrong = [w for w in wrong if w[1] != w[2]]
     right = len(answers) - len(wrong)
@@ -70,7 +68,7 @@ def test_calibration_never_flips_a_confident_right_answer(answers) -> None:
     assert not flipped
 
 
-def test_combined_beats_the_direct_read_alone(embedded_client, answers) -> None:
+def test_the_defaults_beat_the_direct_read_alone(embedded_client, answers) -> None:
     combined = sum(c["label"] == d.top_label for c, d, _ in answers)
     direct = sum(
         c["label"]
@@ -81,3 +79,4 @@ def test_combined_beats_the_direct_read_alone(embedded_client, answers) -> None:
     )
     assert combined > direct
     assert {d.method for _, d, _ in answers} == {pb.SCORING_METHOD_COMBINED}
+    assert {d.calibration for _, d, _ in answers} == {pb.CALIBRATION_CONTEXTUAL}

@@ -158,14 +158,23 @@ def test_combined_calibrates_the_direct_part_only() -> None:
 
 
 def test_a_server_started_with_combined_uses_it_for_unset_requests() -> None:
-    fake = engine()
+    """The default calibration (AUTO) is contextual when the channel is pooled in, alone and
+    in a batch of 8 (where a direct read alone would get batch calibration)."""
+    content_free = answer_table({"": {" sports": log(0.6), " world": log(0.3), " tech": log(0.1)}})
+    text = answer_table(DIRECT)
+    fake = FakeEngine(scripted(lambda c, t: (text if TEXT in c else content_free)(c, t)))
     classifier = classifier_for(fake, SERVER_DEFAULTS)
-    (result,) = classify(fake, task(*NAMES), [TEXT], classifier=classifier)
+    unset = Options()  # method and calibration left to the server
+    (result,) = classify(fake, task(*NAMES), [TEXT], unset, classifier=classifier)
     assert result.method is Method.COMBINED
-    assert result.usage.reads == 1 + len(NAMES)
-    # The default calibration (AUTO) applies none when the channel is pooled in.
-    assert result.calibration is Calibration.NONE
-    assert probabilities(result) == pytest.approx(combined(DIRECT_LOGS))
+    assert result.calibration is Calibration.CONTEXTUAL
+    direct_total = sum(DIRECT_BY_NAME.values())
+    prior = {"sports": 0.6, "world_news": 0.3, "tech": 0.1}
+    calibrated = {n: log(DIRECT_BY_NAME[n] / direct_total) - log(prior[n]) for n in NAMES}
+    assert probabilities(result) == pytest.approx(combined(calibrated))
+    batch = classify(fake, task(*NAMES), [TEXT] * 8, unset, classifier=classifier)
+    assert {r.calibration for r in batch} == {Calibration.CONTEXTUAL}
+    assert all(probabilities(r) == pytest.approx(combined(calibrated)) for r in batch)
 
 
 def test_a_batch_reads_the_channel_once_per_label_and_text() -> None:

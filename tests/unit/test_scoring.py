@@ -73,3 +73,10 @@ def test_auto_calibration_resolution() -> None:
     # PRUNED needs its offsets before reading: batch statistics come too late.
     assert resolve_calibration(Calibration.AUTO, 8, known_offsets=True) is Calibration.CONTEXTUAL
     assert resolve_calibration(Calibration.BATCH, 8, known_offsets=True) is Calibration.BATCH
+    # Pooled with the channel, AUTO is contextual at every batch size; explicit choices stand.
+    for size in (1, 8, 64):
+        assert resolve_calibration(Calibration.AUTO, size, with_channel=True) is (
+            Calibration.CONTEXTUAL
+        )
+    assert resolve_calibration(Calibration.BATCH, 8, with_channel=True) is Calibration.BATCH
+    assert resolve_calibration(Calibration.NONE, 1, with_channel=True) is Calibration.NONE

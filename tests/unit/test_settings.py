@@ -61,8 +61,8 @@ def test_no_flags_default_to_the_dataclass_defaults() -> None:
     assert settings_from_args(parser().parse_args([])) == ServerSettings()
 
 
-def test_the_default_method_is_direct() -> None:
-    assert ServerSettings().classify.default_method is Method.DIRECT
+def test_the_default_method_is_combined() -> None:
+    assert ServerSettings().classify.default_method is Method.COMBINED
 
 
 def test_flags_set_every_field() -> None:
