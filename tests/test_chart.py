@@ -21,18 +21,28 @@ import kubernetes_validate
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-CHART_DIR = REPO / "helm" / "labelprob"
-CI_DIR = CHART_DIR / "ci"
-SERVER_DIR = REPO / "server"
+from tests.chart_support import (
+    CHART_DIR,
+    CI_SETS,
+    CRD_KINDS,
+    FULLNAME,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    Manifest,
+    ci_values,
+    env_map,
+    hook_pods,
+    kinds,
+    only,
+    parse,
+    render_raw,
+    render_valid,
+    server_container,
+)
 
-# Pinned so results do not move with kubernetes-validate upgrades; 1.31 is the oldest
-# minor still widely supported by managed Kubernetes.
-KUBE_VERSION = "1.31.0"
-RELEASE = "lp"
-NAMESPACE = "ml"
-FULLNAME = "lp-labelprob"
-CRD_KINDS = {"ScaledObject", "ServiceMonitor"}
+SERVER_DIR = REPO / "server"
 STARTUP_BUDGET_S = 15 * 60
 
 # The `labelprob serve` flags (the server's contract); the chart may only set their env vars.
@@ -45,16 +55,6 @@ SERVE_FLAGS = {
     "tls-cert", "tls-key", "tls-client-ca",
 }  # fmt: skip
 
-Manifest = dict[str, Any]
-
-
-def ci_values(name: str) -> dict[str, Any]:
-    values: dict[str, Any] = yaml.safe_load((CI_DIR / f"{name}-values.yaml").read_text()) or {}
-    return values
-
-
-CI_SETS = sorted(p.name.removesuffix("-values.yaml") for p in CI_DIR.glob("*-values.yaml"))
-
 
 @pytest.fixture(scope="module")
 def chart() -> Iterator[helm.Chart]:
@@ -62,51 +62,10 @@ def chart() -> Iterator[helm.Chart]:
         yield loaded
 
 
-def render_raw(chart: helm.Chart, values: dict[str, Any] | None) -> dict[str, str]:
-    return chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
-
-
-def parse(rendered: dict[str, str]) -> list[Manifest]:
-    """Every object of every template; NOTES.txt and empty (disabled) templates skipped."""
-    docs: list[Manifest] = []
-    for path, text in sorted(rendered.items()):
-        if path.endswith("NOTES.txt"):
-            continue
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return docs
-
-
 @pytest.fixture(scope="module")
 def rendered(chart: helm.Chart) -> dict[str, list[Manifest]]:
     # One render per value set for the whole module keeps the suite well under a second.
     return {name: parse(render_raw(chart, ci_values(name))) for name in CI_SETS}
-
-
-def only(docs: list[Manifest], kind: str, name: str | None = None) -> Manifest:
-    matches = [
-        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
-    ]
-    assert len(matches) == 1, f"expected one {kind} {name or ''}, got {len(matches)}"
-    return matches[0]
-
-
-def kinds(docs: list[Manifest]) -> list[str]:
-    return sorted(d["kind"] for d in docs)
-
-
-def server_container(docs: list[Manifest]) -> Manifest:
-    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
-    containers = pod["containers"]
-    assert [c["name"] for c in containers] == ["server"]
-    container: Manifest = containers[0]
-    return container
-
-
-def env_map(container: Manifest) -> dict[str, Any]:
-    env: dict[str, Any] = {}
-    for item in container["env"]:
-        env[item["name"]] = item.get("value", item.get("valueFrom"))
-    return env
 
 
 def test_required_value_sets_exist() -> None:
@@ -119,13 +78,15 @@ def test_default_values_equal_empty_override(chart: helm.Chart) -> None:
 
 
 def test_rendered_objects_per_value_set(rendered: dict[str, list[Manifest]]) -> None:
-    base = ["Deployment", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount"]
+    # Two `helm test` pods (health, classify); the classify one only without TLS.
+    base = ["Deployment", "Pod", "Pod", "PodDisruptionBudget", "Service", "ServiceAccount"]
     assert kinds(rendered["default"]) == base
     assert kinds(rendered["gpu"]) == sorted([*base, "PersistentVolumeClaim"])
     assert kinds(rendered["autoscaling-keda"]) == sorted(
         [*base, "ConfigMap", "ScaledObject", "Service", "ServiceMonitor"]
     )
-    assert kinds(rendered["minimal-cpu"]) == ["Deployment", "Pod", "Service"]
+    assert kinds(rendered["minimal-cpu"]) == ["Deployment", "Pod", "Pod", "Service"]
+    assert sorted(hook_pods(rendered["tls"])) == ["test-health"]
     assert kinds(rendered["hpa"]) == sorted([*base, "HorizontalPodAutoscaler"])
 
 
@@ -276,9 +237,11 @@ def test_security_context(rendered: dict[str, list[Manifest]], value_set: str) -
     env = env_map(container)
     for key in ("HOME", "XDG_CACHE_HOME", "HF_HOME", "VLLM_CACHE_ROOT", "TRITON_CACHE_DIR"):
         assert env[key].startswith("/var/cache/labelprob"), key
-    test_pod = only(docs, "Pod")
-    assert test_pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert test_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    for test_pod in hook_pods(docs).values():
+        assert test_pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        (test_container,) = test_pod["spec"]["containers"]
+        assert test_container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert test_container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
 def test_model_and_cache_env(rendered: dict[str, list[Manifest]]) -> None:
@@ -485,7 +448,7 @@ def test_tls_switches_probes_to_exec(rendered: dict[str, list[Manifest]]) -> Non
     }
     assert volumes["tls"]["secret"]["secretName"] == "labelprob-tls"
     assert volumes["tls-client-ca"]["secret"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
-    test_args = only(docs, "Pod")["spec"]["containers"][0]["args"]
+    test_args = hook_pods(docs)["test-health"]["spec"]["containers"][0]["args"]
     assert "-tls" in test_args and "-tls-client-key=/etc/labelprob/tls/tls.key" in test_args
 
 
@@ -516,7 +479,7 @@ def test_scrape_annotations_and_spread(rendered: dict[str, list[Manifest]]) -> N
 
 
 def test_helm_test_hook(rendered: dict[str, list[Manifest]]) -> None:
-    pod = only(rendered["default"], "Pod")
+    pod = hook_pods(rendered["default"])["test-health"]
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
     assert container["image"] == "ghcr.io/grpc-ecosystem/grpc-health-probe:v0.4.37"
@@ -703,15 +666,6 @@ def test_every_value_is_typed_and_documented(chart: helm.Chart) -> None:
 # -- rollouts, drains and cluster traps ------------------------------------------------
 
 
-def render_valid(chart: helm.Chart, values: dict[str, Any], name: str = RELEASE) -> list[Manifest]:
-    """Renders and validates every non-CRD object against the Kubernetes schemas."""
-    docs = parse(chart.render(values, name=name, namespace=NAMESPACE, is_install=True))
-    for doc in docs:
-        if doc["kind"] not in CRD_KINDS:
-            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
-    return docs
-
-
 @pytest.mark.parametrize("value_set", CI_SETS)
 def test_rollout_deadline_covers_the_startup_budget(
     rendered: dict[str, list[Manifest]], value_set: str
@@ -812,8 +766,8 @@ def test_long_release_names_stay_within_63_characters(chart: helm.Chart) -> None
     docs = render_valid(chart, values, name=release)
     names = [d["metadata"]["name"] for d in docs]
     assert all(len(n) <= 63 for n in names), [n for n in names if len(n) > 63]
-    assert len(set(names) - {f"{release}-labelprob"}) == 4  # the suffixed ones stay distinct
-    for suffix in ("-headless", "-cache", "-templates", "-test-health"):
+    assert len(set(names) - {f"{release}-labelprob"}) == 5  # the suffixed ones stay distinct
+    for suffix in ("-headless", "-cache", "-templates", "-test-health", "-test-classify"):
         assert sum(n.endswith(suffix) for n in names) == 1, suffix
 
 
