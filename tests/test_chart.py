@@ -578,9 +578,9 @@ def test_inconsistent_values_fail_with_a_clear_message(
 
 @pytest.mark.parametrize("value_set", CI_SETS)
 def test_lint_strict_is_clean(value_set: str) -> None:
-    report = helm.lint(
-        CHART_DIR, ci_values(value_set), strict=True, kube_version=f"v{KUBE_VERSION}"
-    )
+    # Lint takes no API versions, so it sees a cluster without CRDs: skip that check here.
+    values = {**ci_values(value_set), "capabilityChecks": False}
+    report = helm.lint(CHART_DIR, values, strict=True, kube_version=f"v{KUBE_VERSION}")
     assert report["errors"] == []
     # Severity 1 is info (only "icon is recommended"); 2 warning, 3 error.
     assert [m for m in report["messages"] if m["severity"] >= 2] == []

@@ -256,6 +256,25 @@ every render runs them.
 {{- if and (not (include "labelprob.gpuMode" .)) (not (kindIs "invalid" .Values.engine.cpu.reservedCpus)) (ne .Values.engine.cpu.ompThreadsBind "auto") }}
 {{- fail "engine.cpu.reservedCpus only takes effect with engine.cpu.ompThreadsBind=auto (vLLM reserves cores only when it picks them itself)." }}
 {{- end }}
+{{- if .Values.metrics.serviceMonitor.enabled }}
+{{- include "labelprob.requireApi" (list . "metrics.serviceMonitor.enabled" "monitoring.coreos.com/v1/ServiceMonitor" "prometheus-operator (or kube-prometheus-stack)") }}
+{{- end }}
+{{- if .Values.keda.enabled }}
+{{- include "labelprob.requireApi" (list . "keda.enabled" "keda.sh/v1alpha1/ScaledObject" "KEDA") }}
+{{- end }}
+{{- end }}
+
+{{/*
+A CRD-based object renders only where the cluster serves its API: without the CRD the
+install would fail half-way (or, offline, produce an object nothing reads).
+Call with (list . "value enabling it" "group/version/Kind" "what installs the CRD").
+*/}}
+{{- define "labelprob.requireApi" -}}
+{{- $ctx := index . 0 }}
+{{- $api := index . 2 }}
+{{- if and $ctx.Values.capabilityChecks (not ($ctx.Capabilities.APIVersions.Has $api)) }}
+{{- fail (printf "%s needs the %s API, which this cluster does not serve: install %s first. helm template sees no cluster: pass --api-versions %s. To render it anyway (e.g. the CRDs are installed in the same sync), set capabilityChecks=false." (index . 1) $api (index . 3) $api) }}
+{{- end }}
 {{- end }}
 
 {{/*
