@@ -69,7 +69,7 @@ def rendered(chart: helm.Chart) -> dict[str, list[Manifest]]:
 
 
 def test_required_value_sets_exist() -> None:
-    assert {"default", "gpu", "autoscaling-keda", "minimal-cpu"} <= set(CI_SETS)
+    assert {"default", "gpu", "autoscaling-keda", "minimal-cpu", "exposed"} <= set(CI_SETS)
 
 
 def test_default_values_equal_empty_override(chart: helm.Chart) -> None:
@@ -88,6 +88,7 @@ def test_rendered_objects_per_value_set(rendered: dict[str, list[Manifest]]) -> 
     assert kinds(rendered["minimal-cpu"]) == ["Deployment", "Pod", "Pod", "Service"]
     assert sorted(hook_pods(rendered["tls"])) == ["test-health"]
     assert kinds(rendered["hpa"]) == sorted([*base, "HorizontalPodAutoscaler"])
+    assert kinds(rendered["exposed"]) == sorted([*base, "GRPCRoute", "Ingress", "NetworkPolicy"])
 
 
 @pytest.mark.parametrize("value_set", CI_SETS)

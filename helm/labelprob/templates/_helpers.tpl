@@ -262,6 +262,12 @@ every render runs them.
 {{- if .Values.keda.enabled }}
 {{- include "labelprob.requireApi" (list . "keda.enabled" "keda.sh/v1alpha1/ScaledObject" "KEDA") }}
 {{- end }}
+{{- if .Values.grpcRoute.enabled }}
+{{- include "labelprob.requireApi" (list . "grpcRoute.enabled" "gateway.networking.k8s.io/v1/GRPCRoute" "the Gateway API CRDs (standard channel, v1.1 or later)") }}
+{{- end }}
+{{- if and .Values.grpcRoute.enabled (not .Values.grpcRoute.parentRefs) }}
+{{- fail "grpcRoute.parentRefs is required when grpcRoute.enabled is true: the Gateway (and listener) the route attaches to, e.g. [{name: my-gateway, namespace: gateway-system}]." }}
+{{- end }}
 {{- end }}
 
 {{/*
