@@ -114,3 +114,32 @@ def test_grpc_route_needs_a_parent_and_the_gateway_api(chart: helm.Chart) -> Non
         render_raw(chart, values, api_versions=[])
     forced = {**values, "capabilityChecks": False}
     assert "GRPCRoute" in kinds(parse(render_raw(chart, forced, api_versions=[])))
+
+
+def test_init_and_extra_containers_with_their_volumes(chart: helm.Chart) -> None:
+    fetch = {
+        "name": "fetch-model",
+        "image": "busybox:1.36",
+        "command": ["cp", "-r", "/src/model", "/models/"],
+        "volumeMounts": [{"name": "models", "mountPath": "/models"}],
+    }
+    proxy = {"name": "auth-proxy", "image": "envoyproxy/envoy:v1.31.0", "ports": [
+        {"name": "proxy", "containerPort": 8443}
+    ]}  # fmt: skip
+    values = {
+        "initContainers": [fetch],
+        "extraContainers": [proxy],
+        "extraVolumes": [{"name": "models", "emptyDir": {}}],
+        "extraVolumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+        "model": {"name": "/models/model"},
+    }
+    docs = render_valid(chart, values)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["initContainers"] == [fetch]
+    assert [c["name"] for c in pod["containers"]] == ["server", "auth-proxy"]
+    assert pod["containers"][1] == proxy
+    assert {"name": "models", "emptyDir": {}} in pod["volumes"]
+    mounts = server_container(docs)["volumeMounts"]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in mounts
+    default_pod = only(parse(render_raw(chart, None)), "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in default_pod and len(default_pod["containers"]) == 1
