@@ -206,7 +206,10 @@ def test_no_gpu_outside_gpu_mode(rendered: dict[str, list[Manifest]], value_set:
     assert container["image"] == "labelprob:0.1.0-cpu"
     for section in ("limits", "requests"):
         assert "nvidia.com/gpu" not in container["resources"].get(section, {})
-    assert "dshm" not in {v["name"] for v in pod["volumes"]}
+    # CPU workers share tensors through /dev/shm too; the CPU size, not the GPU one.
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Gi"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
     assert not any(t.get("key") == "nvidia.com/gpu" for t in pod.get("tolerations", []))
     assert "nodeSelector" not in pod
     env = env_map(container)

@@ -256,6 +256,7 @@ every render runs them.
 {{- if and (not (include "labelprob.gpuMode" .)) (not (kindIs "invalid" .Values.engine.cpu.reservedCpus)) (ne .Values.engine.cpu.ompThreadsBind "auto") }}
 {{- fail "engine.cpu.reservedCpus only takes effect with engine.cpu.ompThreadsBind=auto (vLLM reserves cores only when it picks them itself)." }}
 {{- end }}
+{{- include "labelprob.validateMemory" . }}
 {{- if .Values.metrics.serviceMonitor.enabled }}
 {{- include "labelprob.requireApi" (list . "metrics.serviceMonitor.enabled" "monitoring.coreos.com/v1/ServiceMonitor" "prometheus-operator (or kube-prometheus-stack)") }}
 {{- end }}
@@ -466,7 +467,62 @@ extended resources).
 {{- $_ := set $limits .Values.gpu.resourceName (int64 .Values.gpu.count) }}
 {{- $_ := set $res "limits" $limits }}
 {{- end }}
+{{- if .Values.ephemeralStorage.enabled }}
+{{- $disk := include "labelprob.diskEmptyDirBytes" . | int64 }}
+{{- $headroom := include "labelprob.bytes" .Values.ephemeralStorage.headroom | int64 }}
+{{- $requests := get $res "requests" | default dict }}
+{{- $limits := get $res "limits" | default dict }}
+{{- if not (hasKey $requests "ephemeral-storage") }}
+{{- $_ := set $requests "ephemeral-storage" (include "labelprob.mebibytes" $disk) }}
+{{- end }}
+{{- if not (hasKey $limits "ephemeral-storage") }}
+{{- $_ := set $limits "ephemeral-storage" (include "labelprob.mebibytes" (add $disk $headroom)) }}
+{{- end }}
+{{- $_ := set $res "requests" $requests }}
+{{- $_ := set $res "limits" $limits }}
+{{- end }}
 {{- toYaml $res }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity (8Gi, 512Mi, 20G, 1073741824) in bytes.
+*/}}
+{{- define "labelprob.bytes" -}}
+{{- $q := toString . }}
+{{- $factor := 1.0 }}
+{{- $units := dict "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 }}
+{{- range $suffix, $unit := $units }}
+{{- if hasSuffix $suffix $q }}
+{{- $q = trimSuffix $suffix $q }}
+{{- $factor = $unit }}
+{{- end }}
+{{- end }}
+{{- mulf (float64 $q) $factor | ceil | int64 }}
+{{- end }}
+
+{{/*
+Bytes as whole mebibytes, rounded up.
+*/}}
+{{- define "labelprob.mebibytes" -}}
+{{- printf "%dMi" (div (add (int64 .) 1048575) 1048576) }}
+{{- end }}
+
+{{/*
+Disk-backed emptyDirs of the pod: /tmp, and the cache unless it is a claim.
+*/}}
+{{- define "labelprob.diskEmptyDirBytes" -}}
+{{- $bytes := include "labelprob.bytes" .Values.tmpSizeLimit | int64 }}
+{{- if not .Values.modelCache.persistence.enabled }}
+{{- $bytes = add $bytes (include "labelprob.bytes" .Values.modelCache.emptyDir.sizeLimit | int64) }}
+{{- end }}
+{{- $bytes }}
+{{- end }}
+
+{{/*
+Size of the memory-backed /dev/shm: GPU workers (NCCL) need more than CPU ones.
+*/}}
+{{- define "labelprob.sharedMemorySize" -}}
+{{- if include "labelprob.gpuMode" . }}{{ .Values.gpu.sharedMemorySize }}{{ else }}{{ .Values.engine.cpu.sharedMemorySize }}{{ end }}
 {{- end }}
 
 {{/*
@@ -554,5 +610,29 @@ request), rounded down, so the engine neither oversubscribes a shared node nor i
 {{- end }}
 {{- /* Whole CPUs only: a thread more than the quota is throttled every period. */}}
 {{- max 1 (int64 (floor $cores)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+CPU mode allocates the whole KV cache at start: a memory limit (else request) below it plus
+the model and runtime would be OOM-killed before serving.
+*/}}
+{{- define "labelprob.validateMemory" -}}
+{{- if not (include "labelprob.gpuMode" .) }}
+{{- $res := .Values.resources | default dict }}
+{{- $field := "limits" }}
+{{- $memory := get ($res.limits | default dict) "memory" }}
+{{- if not $memory }}
+{{- $field = "requests" }}
+{{- $memory = get ($res.requests | default dict) "memory" }}
+{{- end }}
+{{- if $memory }}
+{{- $gib := 1073741824.0 }}
+{{- $needed := addf (int64 .Values.engine.kvCacheGiB) .Values.engine.cpu.memoryOverheadGiB }}
+{{- $have := divf (include "labelprob.bytes" $memory | float64) $gib }}
+{{- if lt $have $needed }}
+{{- fail (printf "resources.%s.memory (%v) is below engine.kvCacheGiB (%d GiB, allocated at start) + engine.cpu.memoryOverheadGiB (%v GiB: weights, runtime, compile): the pod would be OOM-killed before serving. Set resources.%s.memory to at least %vGi, or lower engine.kvCacheGiB." $field $memory (int64 .Values.engine.kvCacheGiB) .Values.engine.cpu.memoryOverheadGiB $field $needed) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
