@@ -83,7 +83,7 @@ def test_rendered_objects_per_value_set(rendered: dict[str, list[Manifest]]) -> 
     assert kinds(rendered["default"]) == base
     assert kinds(rendered["gpu"]) == sorted([*base, "PersistentVolumeClaim"])
     assert kinds(rendered["autoscaling-keda"]) == sorted(
-        [*base, "ConfigMap", "ScaledObject", "Service", "ServiceMonitor"]
+        [*base, "ConfigMap", "ConfigMap", "ScaledObject", "Service", "ServiceMonitor"]
     )
     assert kinds(rendered["minimal-cpu"]) == ["Deployment", "Pod", "Pod", "Service"]
     assert sorted(hook_pods(rendered["tls"])) == ["test-health"]
@@ -410,7 +410,7 @@ def test_prompt_templates_from_config_map(
     rendered: dict[str, list[Manifest]], tmp_path: Path
 ) -> None:
     docs = rendered["autoscaling-keda"]
-    config_map = only(docs, "ConfigMap")
+    config_map = only(docs, "ConfigMap", f"{FULLNAME}-templates")
     assert (
         config_map["data"]["templates.toml"]
         == ci_values("autoscaling-keda")["promptTemplates"]["content"]
