@@ -232,12 +232,12 @@ every render runs them.
 {{- fail "engine.tensorParallelSize cannot exceed gpu.count: each tensor-parallel rank needs its own GPU." }}
 {{- end }}
 {{- $p := .Values.modelCache.persistence }}
-{{- if and $p.enabled (not (has "ReadWriteMany" $p.accessModes)) }}
+{{- if and $p.enabled (not (has "ReadWriteMany" $p.accessModes)) (not (include "labelprob.perPodClaims" .)) }}
 {{- $max := int64 (include "labelprob.maxReplicas" .) }}
 {{- if gt $max 1 }}
-{{- fail (printf "modelCache.persistence: a %s claim attaches to one node only, but up to %d replicas may run (replicaCount or autoscaling); pods on other nodes would fail with Multi-Attach errors. Use modelCache.persistence.accessModes=[ReadWriteMany] with a storage class that supports it, or disable persistence." (join "/" $p.accessModes) $max) }}
+{{- fail (printf "modelCache.persistence: a %s claim attaches to one node only, but up to %d replicas may run (replicaCount or autoscaling); pods on other nodes would fail with Multi-Attach errors. Use statefulSet.enabled=true (one claim per replica), modelCache.persistence.accessModes=[ReadWriteMany] with a storage class that supports it, or disable persistence." (join "/" $p.accessModes) $max) }}
 {{- end }}
-{{- if include "labelprob.surges" . }}
+{{- if and (include "labelprob.surges" .) (not .Values.statefulSet.enabled) }}
 {{- fail (printf "modelCache.persistence: a %s claim cannot be shared by the old and the new pod of a rolling update with maxSurge > 0 (Multi-Attach error). Set strategy.type=Recreate, or strategy.rollingUpdate.maxSurge=0 with maxUnavailable=1, or use a ReadWriteMany claim." (join "/" $p.accessModes)) }}
 {{- end }}
 {{- end }}
@@ -568,13 +568,15 @@ Pod annotations: a config checksum, Prometheus discovery, then the user's own.
 
 {{/*
 KEDA query: total queue depth over this release's pods (Deployment pods are named
-<fullname>-<replicaset hash>-<suffix>). Override with keda.prometheus.query (templated).
+<fullname>-<replicaset hash>-<suffix>, StatefulSet pods <fullname>-<ordinal>). Override
+with keda.prometheus.query (templated).
 */}}
 {{- define "labelprob.kedaQuery" -}}
 {{- if .Values.keda.prometheus.query }}
 {{- tpl .Values.keda.prometheus.query . }}
 {{- else }}
-{{- printf "sum(labelprob_inflight_reads{namespace=\"%s\",pod=~\"%s-[a-z0-9]+-[a-z0-9]+\"})" .Release.Namespace (include "labelprob.fullname" .) }}
+{{- $pods := ternary "[0-9]+" "[a-z0-9]+-[a-z0-9]+" .Values.statefulSet.enabled }}
+{{- printf "sum(labelprob_inflight_reads{namespace=\"%s\",pod=~\"%s-%s\"})" .Release.Namespace (include "labelprob.fullname" .) $pods }}
 {{- end }}
 {{- end }}
 
@@ -635,4 +637,15 @@ the model and runtime would be OOM-killed before serving.
 {{- end }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+One cache claim per replica: a StatefulSet with persistence and no existing claim.
+*/}}
+{{- define "labelprob.perPodClaims" -}}
+{{- if and .Values.statefulSet.enabled .Values.modelCache.persistence.enabled (not .Values.modelCache.persistence.existingClaim) }}true{{ end }}
+{{- end }}
+
+{{- define "labelprob.workloadKind" -}}
+{{- ternary "StatefulSet" "Deployment" .Values.statefulSet.enabled }}
 {{- end }}
