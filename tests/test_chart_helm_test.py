@@ -33,7 +33,7 @@ from tests.chart_support import (
     render_raw,
     render_valid,
 )
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, free_port
 
 LABELS = ["complaint", "praise", "question"]
 
@@ -139,8 +139,6 @@ def test_classify_pod_fails_when_the_answer_is_not_a_label(
 def test_classify_pod_fails_when_the_service_is_unreachable(
     classify_pod: Manifest, tmp_path: Path
 ) -> None:
-    from tests.conftest import free_port
-
     target = f"127.0.0.1:{free_port()}"
     result = run_pod(classify_pod, image_path(tmp_path), TARGET=target, TIMEOUT="3")
     assert result.returncode != 0
