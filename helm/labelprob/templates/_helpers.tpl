@@ -232,12 +232,12 @@ every render runs them.
 {{- fail "engine.tensorParallelSize cannot exceed gpu.count: each tensor-parallel rank needs its own GPU." }}
 {{- end }}
 {{- $p := .Values.modelCache.persistence }}
-{{- if and $p.enabled (not (has "ReadWriteMany" $p.accessModes)) }}
+{{- if and $p.enabled (not (has "ReadWriteMany" $p.accessModes)) (not (include "labelprob.perPodClaims" .)) }}
 {{- $max := int64 (include "labelprob.maxReplicas" .) }}
 {{- if gt $max 1 }}
-{{- fail (printf "modelCache.persistence: a %s claim attaches to one node only, but up to %d replicas may run (replicaCount or autoscaling); pods on other nodes would fail with Multi-Attach errors. Use modelCache.persistence.accessModes=[ReadWriteMany] with a storage class that supports it, or disable persistence." (join "/" $p.accessModes) $max) }}
+{{- fail (printf "modelCache.persistence: a %s claim attaches to one node only, but up to %d replicas may run (replicaCount or autoscaling); pods on other nodes would fail with Multi-Attach errors. Use statefulSet.enabled=true (one claim per replica), modelCache.persistence.accessModes=[ReadWriteMany] with a storage class that supports it, or disable persistence." (join "/" $p.accessModes) $max) }}
 {{- end }}
-{{- if include "labelprob.surges" . }}
+{{- if and (include "labelprob.surges" .) (not .Values.statefulSet.enabled) }}
 {{- fail (printf "modelCache.persistence: a %s claim cannot be shared by the old and the new pod of a rolling update with maxSurge > 0 (Multi-Attach error). Set strategy.type=Recreate, or strategy.rollingUpdate.maxSurge=0 with maxUnavailable=1, or use a ReadWriteMany claim." (join "/" $p.accessModes)) }}
 {{- end }}
 {{- end }}
@@ -255,6 +255,32 @@ every render runs them.
 {{- end }}
 {{- if and (not (include "labelprob.gpuMode" .)) (not (kindIs "invalid" .Values.engine.cpu.reservedCpus)) (ne .Values.engine.cpu.ompThreadsBind "auto") }}
 {{- fail "engine.cpu.reservedCpus only takes effect with engine.cpu.ompThreadsBind=auto (vLLM reserves cores only when it picks them itself)." }}
+{{- end }}
+{{- include "labelprob.validateMemory" . }}
+{{- if .Values.metrics.serviceMonitor.enabled }}
+{{- include "labelprob.requireApi" (list . "metrics.serviceMonitor.enabled" "monitoring.coreos.com/v1/ServiceMonitor" "prometheus-operator (or kube-prometheus-stack)") }}
+{{- end }}
+{{- if .Values.keda.enabled }}
+{{- include "labelprob.requireApi" (list . "keda.enabled" "keda.sh/v1alpha1/ScaledObject" "KEDA") }}
+{{- end }}
+{{- if .Values.grpcRoute.enabled }}
+{{- include "labelprob.requireApi" (list . "grpcRoute.enabled" "gateway.networking.k8s.io/v1/GRPCRoute" "the Gateway API CRDs (standard channel, v1.1 or later)") }}
+{{- end }}
+{{- if and .Values.grpcRoute.enabled (not .Values.grpcRoute.parentRefs) }}
+{{- fail "grpcRoute.parentRefs is required when grpcRoute.enabled is true: the Gateway (and listener) the route attaches to, e.g. [{name: my-gateway, namespace: gateway-system}]." }}
+{{- end }}
+{{- end }}
+
+{{/*
+A CRD-based object renders only where the cluster serves its API: without the CRD the
+install would fail half-way (or, offline, produce an object nothing reads).
+Call with (list . "value enabling it" "group/version/Kind" "what installs the CRD").
+*/}}
+{{- define "labelprob.requireApi" -}}
+{{- $ctx := index . 0 }}
+{{- $api := index . 2 }}
+{{- if and $ctx.Values.capabilityChecks (not ($ctx.Capabilities.APIVersions.Has $api)) }}
+{{- fail (printf "%s needs the %s API, which this cluster does not serve: install %s first. helm template sees no cluster: pass --api-versions %s. To render it anyway (e.g. the CRDs are installed in the same sync), set capabilityChecks=false." (index . 1) $api (index . 3) $api) }}
 {{- end }}
 {{- end }}
 
@@ -441,7 +467,62 @@ extended resources).
 {{- $_ := set $limits .Values.gpu.resourceName (int64 .Values.gpu.count) }}
 {{- $_ := set $res "limits" $limits }}
 {{- end }}
+{{- if .Values.ephemeralStorage.enabled }}
+{{- $disk := include "labelprob.diskEmptyDirBytes" . | int64 }}
+{{- $headroom := include "labelprob.bytes" .Values.ephemeralStorage.headroom | int64 }}
+{{- $requests := get $res "requests" | default dict }}
+{{- $limits := get $res "limits" | default dict }}
+{{- if not (hasKey $requests "ephemeral-storage") }}
+{{- $_ := set $requests "ephemeral-storage" (include "labelprob.mebibytes" $disk) }}
+{{- end }}
+{{- if not (hasKey $limits "ephemeral-storage") }}
+{{- $_ := set $limits "ephemeral-storage" (include "labelprob.mebibytes" (add $disk $headroom)) }}
+{{- end }}
+{{- $_ := set $res "requests" $requests }}
+{{- $_ := set $res "limits" $limits }}
+{{- end }}
 {{- toYaml $res }}
+{{- end }}
+
+{{/*
+A Kubernetes quantity (8Gi, 512Mi, 20G, 1073741824) in bytes.
+*/}}
+{{- define "labelprob.bytes" -}}
+{{- $q := toString . }}
+{{- $factor := 1.0 }}
+{{- $units := dict "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "k" 1000.0 "M" 1000000.0 "G" 1000000000.0 "T" 1000000000000.0 }}
+{{- range $suffix, $unit := $units }}
+{{- if hasSuffix $suffix $q }}
+{{- $q = trimSuffix $suffix $q }}
+{{- $factor = $unit }}
+{{- end }}
+{{- end }}
+{{- mulf (float64 $q) $factor | ceil | int64 }}
+{{- end }}
+
+{{/*
+Bytes as whole mebibytes, rounded up.
+*/}}
+{{- define "labelprob.mebibytes" -}}
+{{- printf "%dMi" (div (add (int64 .) 1048575) 1048576) }}
+{{- end }}
+
+{{/*
+Disk-backed emptyDirs of the pod: /tmp, and the cache unless it is a claim.
+*/}}
+{{- define "labelprob.diskEmptyDirBytes" -}}
+{{- $bytes := include "labelprob.bytes" .Values.tmpSizeLimit | int64 }}
+{{- if not .Values.modelCache.persistence.enabled }}
+{{- $bytes = add $bytes (include "labelprob.bytes" .Values.modelCache.emptyDir.sizeLimit | int64) }}
+{{- end }}
+{{- $bytes }}
+{{- end }}
+
+{{/*
+Size of the memory-backed /dev/shm: GPU workers (NCCL) need more than CPU ones.
+*/}}
+{{- define "labelprob.sharedMemorySize" -}}
+{{- if include "labelprob.gpuMode" . }}{{ .Values.gpu.sharedMemorySize }}{{ else }}{{ .Values.engine.cpu.sharedMemorySize }}{{ end }}
 {{- end }}
 
 {{/*
@@ -487,13 +568,15 @@ Pod annotations: a config checksum, Prometheus discovery, then the user's own.
 
 {{/*
 KEDA query: total queue depth over this release's pods (Deployment pods are named
-<fullname>-<replicaset hash>-<suffix>). Override with keda.prometheus.query (templated).
+<fullname>-<replicaset hash>-<suffix>, StatefulSet pods <fullname>-<ordinal>). Override
+with keda.prometheus.query (templated).
 */}}
 {{- define "labelprob.kedaQuery" -}}
 {{- if .Values.keda.prometheus.query }}
 {{- tpl .Values.keda.prometheus.query . }}
 {{- else }}
-{{- printf "sum(labelprob_inflight_reads{namespace=\"%s\",pod=~\"%s-[a-z0-9]+-[a-z0-9]+\"})" .Release.Namespace (include "labelprob.fullname" .) }}
+{{- $pods := ternary "[0-9]+" "[a-z0-9]+-[a-z0-9]+" .Values.statefulSet.enabled }}
+{{- printf "sum(labelprob_inflight_reads{namespace=\"%s\",pod=~\"%s-%s\"})" .Release.Namespace (include "labelprob.fullname" .) $pods }}
 {{- end }}
 {{- end }}
 
@@ -530,4 +613,39 @@ request), rounded down, so the engine neither oversubscribes a shared node nor i
 {{- /* Whole CPUs only: a thread more than the quota is throttled every period. */}}
 {{- max 1 (int64 (floor $cores)) }}
 {{- end }}
+{{- end }}
+
+{{/*
+CPU mode allocates the whole KV cache at start: a memory limit (else request) below it plus
+the model and runtime would be OOM-killed before serving.
+*/}}
+{{- define "labelprob.validateMemory" -}}
+{{- if not (include "labelprob.gpuMode" .) }}
+{{- $res := .Values.resources | default dict }}
+{{- $field := "limits" }}
+{{- $memory := get ($res.limits | default dict) "memory" }}
+{{- if not $memory }}
+{{- $field = "requests" }}
+{{- $memory = get ($res.requests | default dict) "memory" }}
+{{- end }}
+{{- if $memory }}
+{{- $gib := 1073741824.0 }}
+{{- $needed := addf (int64 .Values.engine.kvCacheGiB) .Values.engine.cpu.memoryOverheadGiB }}
+{{- $have := divf (include "labelprob.bytes" $memory | float64) $gib }}
+{{- if lt $have $needed }}
+{{- fail (printf "resources.%s.memory (%v) is below engine.kvCacheGiB (%d GiB, allocated at start) + engine.cpu.memoryOverheadGiB (%v GiB: weights, runtime, compile): the pod would be OOM-killed before serving. Set resources.%s.memory to at least %vGi, or lower engine.kvCacheGiB." $field $memory (int64 .Values.engine.kvCacheGiB) .Values.engine.cpu.memoryOverheadGiB $field $needed) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+One cache claim per replica: a StatefulSet with persistence and no existing claim.
+*/}}
+{{- define "labelprob.perPodClaims" -}}
+{{- if and .Values.statefulSet.enabled .Values.modelCache.persistence.enabled (not .Values.modelCache.persistence.existingClaim) }}true{{ end }}
+{{- end }}
+
+{{- define "labelprob.workloadKind" -}}
+{{- ternary "StatefulSet" "Deployment" .Values.statefulSet.enabled }}
 {{- end }}
