@@ -36,8 +36,7 @@ def answers(embedded_server) -> list[tuple[dict, pb.Classification, pb.Classific
     with Client(embedded_server.target, timeout=300) as client:
         for case in CASES:
             ask = [
-                ClassifyParams(labels=case["labels"], options=o)
-                for o in (DEFAULTS, UNCALIBRATED)
+                ClassifyParams(labels=case["labels"], options=o) for o in (DEFAULTS, UNCALIBRATED)
             ]
             out.append((case, *(client.classify(case["text"], p) for p in ask)))
     return out
