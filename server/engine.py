@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import os
 from collections.abc import Callable, Sequence
@@ -32,6 +33,12 @@ class ReadResult:
     top: list[tuple[int, float]]  # most likely next tokens, best first
     prompt_tokens: int
     cached_tokens: int
+
+
+def flat_position(flat: Any, position: int) -> list[tuple[int, float]]:
+    """(token id, logprob) pairs of one position of vLLM's FlatLogprobs, read from its lists."""
+    start, end = flat.start_indices[position], flat.end_indices[position]
+    return list(zip(flat.token_ids[start:end], flat.logprobs[start:end], strict=True))
 
 
 def configure_cpu_environment(settings: EngineSettings, cpu: CpuBudget | None = None) -> None:
@@ -214,23 +221,20 @@ class Engine:
         ``logprob_token_ids``); with ``top_k``, the k most likely tokens instead.
         Cancelling the awaiting task aborts the engine request.
         """
+        # Flat logprobs: plain lists back, not a Logprob object per returned token.
         if candidates:
-            params = self._one_token_params(logprob_token_ids=list(candidates))
+            params = self._one_token_params(logprob_token_ids=list(candidates), flat_logprobs=True)
         else:
-            params = self._one_token_params(logprobs=max(top_k, 1))
+            params = self._one_token_params(logprobs=max(top_k, 1), flat_logprobs=True)
         request_id, final = await self._generate(prompt_ids, params, cache_salt)
         if final is None or not final.outputs or not final.outputs[0].logprobs:
             raise RuntimeError(f"engine returned no logprobs for request {request_id}")
-        position = final.outputs[0].logprobs[0]
-        logprobs = {tid: position[tid].logprob for tid in candidates}
-        ranked = sorted(
-            ((tid, lp.logprob) for tid, lp in position.items() if lp.logprob > float("-inf")),
-            key=lambda item: item[1],
-            reverse=True,
-        )
+        position = dict(flat_position(final.outputs[0].logprobs, 0))
+        finite = ((tid, lp) for tid, lp in position.items() if lp > float("-inf"))
         return ReadResult(
-            logprobs=logprobs,
-            top=ranked[: max(top_k, 1)],
+            logprobs={tid: position[tid] for tid in candidates},
+            # The k best without sorting every returned token.
+            top=heapq.nlargest(max(top_k, 1), finite, key=lambda item: item[1]),
             prompt_tokens=len(prompt_ids),
             cached_tokens=final.num_cached_tokens or 0,
         )
@@ -267,7 +271,9 @@ class Engine:
         """The rows from ``start`` on, or None when the cache reached past row ``start - 1``
         (vLLM leaves the rows of cached positions unwritten)."""
         params = self._one_token_params(
-            prompt_logprobs=max(top_k, 0), skip_reading_prefix_cache=not read_cache
+            prompt_logprobs=max(top_k, 0),
+            skip_reading_prefix_cache=not read_cache,
+            flat_logprobs=True,
         )
         request_id, final = await self._generate(token_ids, params, cache_salt)
         if final is None or final.prompt_logprobs is None:
@@ -275,10 +281,8 @@ class Engine:
         cached = final.num_cached_tokens or 0
         if cached > start - 1:
             return None, cached
-        rows = [
-            {tid: lp.logprob for tid, lp in (position or {}).items()}
-            for position in final.prompt_logprobs[start:]
-        ]
+        flat = final.prompt_logprobs
+        rows = [dict(flat_position(flat, i)) for i in range(start, len(flat))]
         return rows, cached
 
     @property
