@@ -19,6 +19,7 @@ from labelprob.client.client import (
     ClassifyParams,
     Client,
 )
+from labelprob.client.params import METHODS
 from labelprob.tools.jsonl import read_text_rows
 from labelprob.v1 import classifier_pb2 as pb
 
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--instruction", "-i", default="", help="task instruction")
     parser.add_argument("--mode", choices=sorted(MODES), default="auto")
     parser.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="default")
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="default",
+        help="direct, channel, combined; default: the server's",
+    )
     parser.add_argument("--template", default="", help="server prompt template name")
     parser.add_argument("--top-alternatives", type=int, default=0)
     parser.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
@@ -65,6 +72,7 @@ def params_from_args(args: argparse.Namespace, labels: list[str] | None = None) 
     options = pb.ScoringOptions(
         mode=MODES[args.mode],
         calibration=CALIBRATIONS[args.calibration],
+        method=METHODS[args.method],
         template=args.template,
         top_alternatives=args.top_alternatives,
     )
