@@ -3,13 +3,16 @@ tiny server's own prompt accounting."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from labelprob.client import ClassifyParams, Client
 from labelprob.server import cli
+from labelprob.server.config import add_serve_arguments, settings_from_args
 from labelprob.server.labels import Mode, Read
+from labelprob.server.scoring import Calibration, Method
 from labelprob.tools.bench import accounting, command, contenders, processes
 from labelprob.tools.bench.cpu import Cpu
 from labelprob.tools.bench.plan import PromptBuilder, TokenizerEngine, build_plan
@@ -95,6 +98,18 @@ def test_arguments_and_worker_command(tmp_path: Path) -> None:
         command.parse_args(["--mode", "pruned"])
     worker = processes.worker_command("offline", tmp_path / "s.json", tmp_path / "o.json")
     assert worker[1:5] == ["-m", "labelprob.tools.bench", "--worker", "offline"]
+
+
+def test_the_labelprob_contender_does_the_others_work(tmp_path: Path) -> None:
+    """The bench's server reads labels directly, uncalibrated, as the other contenders do:
+    its command parses, through the server's own flags, to those settings."""
+    child, _ = processes.labelprob_server(tmp_path)
+    serve = child.command.index("serve")
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    settings = settings_from_args(parser.parse_args(child.command[serve + 1 :]))
+    assert settings.classify.default_method is Method.DIRECT
+    assert settings.classify.default_calibration is Calibration.NONE
 
 
 def test_labelprob_bench_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -144,8 +144,9 @@ def labelprob_server(log_dir: Path) -> tuple[Child, str]:
     command = [
         sys.executable, "-m", "labelprob.server.cli", "serve",
         "--host", LOOPBACK, "--port", str(port), "--metrics-port", "0",
-        # Contextual calibration would add reads per task; every contender does the same work.
-        "--default-calibration", "none",
+        # Every contender does the same work: the direct read alone (the channel pooled in by
+        # the default method adds a read per label), and no calibration reads per task.
+        "--default-method", "direct", "--default-calibration", "none",
     ]  # fmt: skip
     return Child("labelprob serve", command, log_dir / "labelprob.log"), f"{LOOPBACK}:{port}"
 
