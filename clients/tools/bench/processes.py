@@ -23,6 +23,7 @@ from labelprob.tools.bench.settings import (
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     WORKER_MODULE,
+    engine_args,
 )
 
 
@@ -147,6 +148,7 @@ def labelprob_server(log_dir: Path) -> tuple[Child, str]:
         # Every contender does the same work: the direct read alone (the channel pooled in by
         # the default method adds a read per label), and no calibration reads per task.
         "--default-method", "direct", "--default-calibration", "none",
+        "--dtype", engine_args()["dtype"],
     ]  # fmt: skip
     return Child("labelprob serve", command, log_dir / "labelprob.log"), f"{LOOPBACK}:{port}"
 
@@ -161,7 +163,7 @@ def vllm_http_server(model_path: str, log_dir: Path) -> tuple[Child, str]:
         "--logprobs-mode", ENGINE_ARGS["logprobs_mode"],
         # The route asks for logprobs=len(label_token_ids): above the default 20 it fails.
         "--max-logprobs", str(ENGINE_ARGS["max_logprobs"]),
-        "--dtype", ENGINE_ARGS["dtype"],
+        "--dtype", engine_args()["dtype"],
     ]  # fmt: skip
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",

@@ -33,6 +33,18 @@ ENGINE_ARGS: dict[str, Any] = {
     "max_logprobs": -1,
     "disable_log_stats": True,
 }
+
+
+def engine_args() -> dict[str, Any]:
+    """ENGINE_ARGS with the dtype resolved as labelprob's server resolves it on this CPU
+    (`auto` is float32 without native bf16, where vLLM alone would load bf16), so every
+    contender computes in the same dtype."""
+    from labelprob.server.dtype import cpu_has_native_bf16, resolve_dtype
+
+    dtype = resolve_dtype(ENGINE_ARGS["dtype"], "cpu", cpu_has_native_bf16())
+    return ENGINE_ARGS | {"dtype": dtype}
+
+
 # Workers run as `python -m WORKER_MODULE --worker KIND`.
 WORKER_MODULE = "labelprob.tools.bench"
 KV_CACHE_GIB = 2  # labelprob's --kv-cache-gib default

@@ -14,7 +14,7 @@ from typing import Any
 
 from labelprob.server.labels import Read
 from labelprob.tools.bench.cpu import cpu_meter
-from labelprob.tools.bench.settings import ENGINE_ARGS
+from labelprob.tools.bench.settings import engine_args
 
 
 def spec_reads(spec: dict[str, Any]) -> list[Read]:
@@ -26,7 +26,7 @@ def offline_worker(spec: dict[str, Any]) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=spec["model_path"], **(ENGINE_ARGS | spec.get("engine_override", {})))
+    llm = LLM(model=spec["model_path"], **(engine_args() | spec.get("engine_override", {})))
     reads = spec_reads(spec)
     stages = [[r for r in reads if not r.prefix], [r for r in reads if r.prefix]]
 
