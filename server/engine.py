@@ -180,10 +180,16 @@ class Engine:
     # -- reads ---------------------------------------------------------------------
 
     def _one_token_params(self, **logprobs: Any) -> Any:
-        """One greedy token, not detokenized, with the given log-prob options."""
+        """One greedy token, not detokenized, with the given log-prob options, returned as
+        vLLM's flat logprobs (plain lists, not a Logprob object per returned token)."""
         # Built per read and never reused: vLLM need not deep-copy it (skip_clone).
         return self._sampling_params(
-            max_tokens=1, temperature=0.0, detokenize=False, skip_clone=True, **logprobs
+            max_tokens=1,
+            temperature=0.0,
+            detokenize=False,
+            skip_clone=True,
+            flat_logprobs=True,
+            **logprobs,
         )
 
     async def _generate(
@@ -221,11 +227,10 @@ class Engine:
         ``logprob_token_ids``); with ``top_k``, the k most likely tokens instead.
         Cancelling the awaiting task aborts the engine request.
         """
-        # Flat logprobs: plain lists back, not a Logprob object per returned token.
         if candidates:
-            params = self._one_token_params(logprob_token_ids=list(candidates), flat_logprobs=True)
+            params = self._one_token_params(logprob_token_ids=list(candidates))
         else:
-            params = self._one_token_params(logprobs=max(top_k, 1), flat_logprobs=True)
+            params = self._one_token_params(logprobs=max(top_k, 1))
         request_id, final = await self._generate(prompt_ids, params, cache_salt)
         if final is None or not final.outputs or not final.outputs[0].logprobs:
             raise RuntimeError(f"engine returned no logprobs for request {request_id}")
@@ -271,9 +276,7 @@ class Engine:
         """The rows from ``start`` on, or None when the cache reached past row ``start - 1``
         (vLLM leaves the rows of cached positions unwritten)."""
         params = self._one_token_params(
-            prompt_logprobs=max(top_k, 0),
-            skip_reading_prefix_cache=not read_cache,
-            flat_logprobs=True,
+            prompt_logprobs=max(top_k, 0), skip_reading_prefix_cache=not read_cache
         )
         request_id, final = await self._generate(token_ids, params, cache_salt)
         if final is None or final.prompt_logprobs is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from pathlib import Path
@@ -35,10 +36,11 @@ ENGINE_ARGS: dict[str, Any] = {
 }
 
 
+@functools.cache
 def engine_args() -> dict[str, Any]:
     """ENGINE_ARGS with the dtype resolved as labelprob's server resolves it on this CPU
     (`auto` is float32 without native bf16, where vLLM alone would load bf16), so every
-    contender computes in the same dtype."""
+    contender computes in the same dtype. Resolved once; callers merge it, never change it."""
     from labelprob.server.dtype import cpu_has_native_bf16, resolve_dtype
 
     dtype = resolve_dtype(ENGINE_ARGS["dtype"], "cpu", cpu_has_native_bf16())
