@@ -100,6 +100,16 @@ class ClassifySettings:
             "--default-truncation", "a text longer than the context", choices=("truncate", "reject")
         ),
     )
+    # FULL's deeper reads: one request per trie node, or one per label path (prompt
+    # log-probs); auto takes whichever needs fewer requests for the task's labels.
+    full_reads: str = field(
+        default="auto",
+        metadata=about(
+            "--full-reads",
+            "how FULL reads labels after the first token",
+            choices=("auto", "trie", "paths"),
+        ),
+    )
     max_inflight_reads: int = field(
         default=16384, metadata=about("--max-inflight-reads", "engine reads queued before overload")
     )

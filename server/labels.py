@@ -6,8 +6,10 @@ FIRST_TOKEN needs one read; FULL reads every internal node of the labels'
 token trie, which gives each label's exact sequence log-probability by the
 chain rule. PRUNED reads the root, then only the first-token branches whose
 labels could still outscore the best label known exactly (branch and bound):
-its top label is FULL's, at a fraction of FULL's reads. Nothing here imports
-vLLM or grpc.
+its top label is FULL's, at a fraction of FULL's reads. FULL can also read by
+label paths: after the root, one request per label over ``prompt + label`` whose
+prompt log-probs give every later token of the label, the same numbers in fewer
+requests when labels are long and share little. Nothing here imports vLLM or grpc.
 """
 
 from __future__ import annotations
@@ -94,6 +96,34 @@ def plan_reads(label_ids: Sequence[TokenIds], mode: Mode) -> list[Read]:
             chunk = tuple(candidates[start : start + MAX_CANDIDATES_PER_READ])
             reads.append(Read(prefix, chunk))
     return reads
+
+
+def label_paths(label_ids: Sequence[TokenIds]) -> tuple[TokenIds, ...]:
+    """The label paths whose prompt log-probs cover every deeper trie node: each label of
+    two or more tokens that is not the start of a longer label (that one's path covers it)."""
+    longer = [ids for ids in label_ids if len(ids) > 1]
+    return tuple(
+        ids
+        for ids in dict.fromkeys(longer)
+        if not any(len(o) > len(ids) and o[: len(ids)] == ids for o in longer)
+    )
+
+
+def paths_are_cheaper(reads: Sequence[Read], paths: Sequence[TokenIds]) -> bool:
+    """Whether FULL takes fewer engine requests by label paths than by trie nodes.
+
+    A request's fixed cost (scheduling, sampling, the round trip) dominates a read of a
+    few tokens, and both plans compute about the same tokens: fewer requests win.
+    """
+    return len(paths) < sum(1 for r in reads if r.prefix)
+
+
+def path_logprobs(
+    path: TokenIds, rows: Sequence[Mapping[int, float]]
+) -> dict[TokenIds, dict[int, float]]:
+    """The trie-keyed log-probs one path request gives: ``rows[j]`` holds the log-prob of
+    ``path[j + 1]`` after ``path[: j + 1]`` (the first token comes from the root read)."""
+    return {path[: j + 1]: {path[j + 1]: row[path[j + 1]]} for j, row in enumerate(rows)}
 
 
 def label_token_logprobs(

@@ -179,6 +179,41 @@ def test_a_label_that_begins_another_is_read_as_a_complete_answer(
         expected = oracle.label_logprobs(model, prompt, ids)
         assert [t.token_id for t in label.tokens] == ids
         assert label.logprob == pytest.approx(sum(expected), abs=TOLERANCE)
-    # The end token rides on the read of " alarm"'s children: no read of its own.
-    plain = classify(tiny_client, text, pb.SCORING_MODE_FULL, ["alarm_set", "weather"])
-    assert result.usage.engine_reads == plain.usage.engine_reads
+    # The end token rides on the read of " alarm"'s children: no read of its own, the root
+    # and one read per trie node of " alarm set" (two label paths would take as many).
+    trie_nodes = {tuple(ids[:i]) for ids in want.values() for i in range(1, len(ids))}
+    assert result.usage.engine_reads == 1 + len(trie_nodes) == len(alarm_set)
+
+
+def test_long_labels_are_read_by_paths_with_the_trie_numbers(
+    tiny_client: Client, reference
+) -> None:
+    """Long labels that share little: FULL takes one request per label path (its prompt
+    log-probs), fewer than the trie's nodes, and gives the chain rule's numbers, the end
+    of the answer included for the label that begins another."""
+    tokenizer, model = reference
+    labels = [
+        "set an alarm",
+        "set an alarm for seven in the morning",
+        "play some jazz music in the kitchen",
+        "remove the meeting from my calendar",
+    ]
+    text = "Wake me up early tomorrow."
+    parts = render_prompt_parts(PLAIN_TEMPLATE, "", [LabelSpec(n) for n in labels], [], None)
+    prompt = oracle.prompt_ids(
+        tokenizer, parts.prefix, text, parts.suffix, bos=parts.add_special_tokens, block=BLOCK_SIZE
+    )
+    answer = parts.prefix + text + parts.suffix
+    want = {name: oracle.tokens_after(tokenizer, answer, " " + name) for name in labels}
+    want["set an alarm"] += oracle.tokens_after(tokenizer, answer + " set an alarm", "\n")[:1]
+    trie_nodes = {tuple(ids[:i]) for ids in want.values() for i in range(1, len(ids))}
+    result = classify(tiny_client, text, pb.SCORING_MODE_FULL, labels)
+    # The root read, then one request per label (none is covered by a longer one).
+    assert result.usage.engine_reads == 1 + len(labels) < 1 + len(trie_nodes)
+    for label in result.labels:
+        ids = want[label.name]
+        expected = oracle.label_logprobs(model, prompt, ids)
+        assert [t.token_id for t in label.tokens] == ids
+        for got, lp in zip(label.tokens, expected, strict=True):
+            assert got.logprob == pytest.approx(lp, abs=TOLERANCE)
+    assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)

@@ -18,7 +18,7 @@ from labelprob.server.classify.completions import CompletionScorer
 from labelprob.server.classify.context import RequestContext
 from labelprob.server.classify.multilabel import MultiLabelClassifier
 from labelprob.server.classify.prepare import FittedText, PreparedTask, TaskPreparer
-from labelprob.server.classify.reads import RawScores, ReadExecutor, reads_per_text
+from labelprob.server.classify.reads import RawScores, ReadExecutor
 from labelprob.server.classify.results import ScoredText, build_classification, channel_only
 from labelprob.server.classify.types import (
     Classification,
@@ -58,7 +58,7 @@ class Classifier:
             align_block=align_block,
         )
         cache = CalibrationCache()
-        self.reader = ReadExecutor(engine, self.preparer, self.budget)
+        self.reader = ReadExecutor(engine, self.preparer, self.budget, settings.full_reads)
         self.calibrator = Calibrator(self.preparer, self.reader, cache)
         self.multi_label = MultiLabelClassifier(
             engine, self.preparer, self.budget, cache, settings.default_calibration
@@ -95,7 +95,7 @@ class Classifier:
         if method.reads_direct and mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.
             offsets = await self.calibrator.offsets(ctx)
-        per_text = reads_per_text(prepared, options) if method.reads_direct else 0
+        per_text = self.reader.reads_per_text(prepared, options) if method.reads_direct else 0
         per_text += self.channel.reads_per_text(task) if method.reads_channel else 0
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
         with self.budget.hold(len(texts) * per_text):

@@ -39,6 +39,7 @@ class PreparedTask:
     auto_mode: Mode  # what AUTO resolves to for these labels
     reads: dict[Mode, tuple[Read, ...]]  # the read plan of FIRST_TOKEN and FULL
     branches: dict[int, tuple[Read, ...]]  # FULL's deeper reads by first token (PRUNED)
+    paths: tuple[TokenIds, ...]  # the label paths that cover FULL's deeper reads
 
     @property
     def longest_label(self) -> int:
@@ -142,6 +143,7 @@ class TaskPreparer:
             auto_mode=label_plan.resolve_mode(Mode.AUTO, label_ids),
             reads=reads,
             branches=label_plan.branch_reads(reads[Mode.FULL]),
+            paths=label_plan.label_paths(label_ids),
         )
 
     def closing_id(self, template: Template, parts: PromptParts) -> int | None:

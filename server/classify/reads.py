@@ -7,7 +7,7 @@ once for FULL, the branches branch and bound picks for PRUNED.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from labelprob.server import labels as label_plan
@@ -76,6 +76,17 @@ class PromptReads:
     async def run_all(self, reads: Sequence[Read]) -> None:
         await asyncio.gather(*(self.run(r) for r in reads))
 
+    async def run_path(self, path: TokenIds) -> None:
+        """One request over the prompt and a whole label path: the prompt log-probs of the
+        path's tokens after its first (whose row is the prompt's last, read by the root)."""
+        ids = [*self.prompt_ids, *path]
+        rows, cached = await self.engine.score_prompt(
+            ids, len(self.prompt_ids) + 1, 0, cache_salt=self.cache_salt
+        )
+        self.usage.add(Usage(len(ids), cached, 1))
+        for prefix, logprobs in label_plan.path_logprobs(path, rows).items():
+            self.merged.setdefault(prefix, {}).update(logprobs)
+
 
 async def read_pruned_branches(reads: PromptReads, prepared: PreparedTask, rank: Rank) -> None:
     """PRUNED after the root: the branch with the best bound first (it often settles the
@@ -89,18 +100,39 @@ async def read_pruned_branches(reads: PromptReads, prepared: PreparedTask, rank:
         await reads.run_all([read for token in todo for read in unread.pop(token)])
 
 
-def reads_per_text(prepared: PreparedTask, options: Options) -> int:
-    """The engine reads one text may take: its mode's plan, plus the top-k read if asked."""
-    return len(prepared.plan(options.mode)) + (1 if options.top_alternatives > 1 else 0)
+def reads_by_paths(prepared: PreparedTask, mode: Mode, full_reads: str) -> bool:
+    """Whether FULL reads this task's deeper tokens by label paths ("auto": when that takes
+    fewer requests than the trie's nodes)."""
+    if prepared.concrete_mode(mode) is not Mode.FULL or not prepared.paths or full_reads == "trie":
+        return False
+    return full_reads == "paths" or label_plan.paths_are_cheaper(
+        prepared.reads[Mode.FULL], prepared.paths
+    )
 
 
 class ReadExecutor:
     """Turns a prepared task and a text into the labels' raw log-probabilities."""
 
-    def __init__(self, engine: ReadEngine, preparer: TaskPreparer, budget: ReadBudget) -> None:
+    def __init__(
+        self,
+        engine: ReadEngine,
+        preparer: TaskPreparer,
+        budget: ReadBudget,
+        full_reads: str = "auto",
+    ) -> None:
         self.engine = engine
         self.preparer = preparer
         self.budget = budget
+        self.full_reads = full_reads
+
+    def reads_per_text(self, prepared: PreparedTask, options: Options) -> int:
+        """The engine requests one text may take: its mode's plan (roots and label paths when
+        FULL reads by paths), plus the top-k read if asked."""
+        if reads_by_paths(prepared, options.mode, self.full_reads):
+            planned = len(prepared.roots) + len(prepared.paths)
+        else:
+            planned = len(prepared.plan(options.mode))
+        return planned + (1 if options.top_alternatives > 1 else 0)
 
     async def read_text(
         self,
@@ -120,7 +152,7 @@ class ReadExecutor:
     ) -> RawScores:
         """As ``read_text``, admitting its own reads against the budget."""
         return await self._read(
-            prepared, text, options, None, places=reads_per_text(prepared, options)
+            prepared, text, options, None, places=self.reads_per_text(prepared, options)
         )
 
     async def _read(
@@ -142,8 +174,11 @@ class ReadExecutor:
             return scoring.normalized(logprob, lengths[i], options.length_norm) - shift[i]
 
         reads = PromptReads(self.engine, prompt.ids, options.cache_salt)
+        by_paths = reads_by_paths(prepared, mode, self.full_reads)
         with self.budget.hold(places):
-            top = await self._read_trie(reads, prepared, mode, options.top_alternatives, rank)
+            top = await self._read_trie(
+                reads, prepared, mode, options.top_alternatives, rank, by_paths
+            )
         if mode is Mode.PRUNED:
             token_logprobs, estimates = label_plan.estimated_logprobs(
                 prepared.label_ids, reads.merged
@@ -154,12 +189,20 @@ class ReadExecutor:
 
     @staticmethod
     async def _read_trie(
-        reads: PromptReads, prepared: PreparedTask, mode: Mode, top_k: int, rank: Rank
+        reads: PromptReads,
+        prepared: PreparedTask,
+        mode: Mode,
+        top_k: int,
+        rank: Rank,
+        by_paths: bool,
     ) -> list[tuple[int, float]]:
         """Runs the mode's reads; returns the most likely tokens at the answer position."""
         first = await asyncio.gather(*(reads.run(r) for r in prepared.roots))
+        deeper: Awaitable[object]
         if mode is Mode.PRUNED:
             deeper = read_pruned_branches(reads, prepared, rank)
+        elif by_paths:
+            deeper = asyncio.gather(*(reads.run_path(path) for path in prepared.paths))
         else:
             deeper = reads.run_all([r for r in prepared.plan(mode) if r.prefix])
         # The root read's sampled token is the top-1 alternative for free; k > 1 needs its own.

@@ -46,7 +46,7 @@ def test_every_setting_has_one_flag_and_help_lists_it() -> None:
     help_text = parser().format_help()
     words = " ".join(help_text.split())
     flags = [flag_of(f) for f in leaf_fields()]
-    assert len(flags) == len(set(flags)) == 34
+    assert len(flags) == len(set(flags)) == 35
     for flag in flags:
         assert re.search(rf"^  {re.escape(flag)}[ ,]", help_text, re.MULTILINE), flag
         env = "LABELPROB_" + flag.removeprefix("--").replace("-", "_").upper()
