@@ -13,7 +13,7 @@ from labelprob.server import cli
 from labelprob.server.config import add_serve_arguments, settings_from_args
 from labelprob.server.labels import Mode, Read
 from labelprob.server.scoring import Calibration, Method
-from labelprob.tools.bench import accounting, command, contenders, processes
+from labelprob.tools.bench import accounting, breakdown, command, contenders, processes
 from labelprob.tools.bench.cpu import Cpu
 from labelprob.tools.bench.plan import PromptBuilder, TokenizerEngine, build_plan
 from labelprob.tools.bench.results import Result, median_result, throughput_table
@@ -110,6 +110,39 @@ def test_the_labelprob_contender_does_the_others_work(tmp_path: Path) -> None:
     settings = settings_from_args(parser.parse_args(child.command[serve + 1 :]))
     assert settings.classify.default_method is Method.DIRECT
     assert settings.classify.default_calibration is Calibration.NONE
+    assert settings.classify.full_reads == "trie"
+    # The breakdown's server reads FULL as the product does by default.
+    child, _ = processes.labelprob_server(tmp_path, ("--full-reads", "auto"), tag="auto")
+    serve = child.command.index("serve")
+    settings = settings_from_args(parser.parse_args(child.command[serve + 1 :]))
+    assert settings.classify.full_reads == "auto"
+    assert child.log_path.name == "labelprob-auto.log"
+
+
+def test_many_intents_extend_the_data_sets_own() -> None:
+    own = ["alarm_query", "alarm_set", "music_play", "weather_query", "qa_factoid"]
+    labels = breakdown.many_intents(own, 12)
+    assert labels[:5] == own and len(set(labels)) == 12
+    scenarios = {"alarm", "music", "weather", "qa"}
+    actions = {"query", "set", "play", "factoid"}
+    for label in labels[5:]:
+        scenario, _, action = label.partition("_")
+        assert scenario in scenarios and action in actions
+    with pytest.raises(ValueError, match="only 16"):
+        breakdown.many_intents(own, 17)
+
+
+def test_breakdown_rows_divide_by_texts_and_reads() -> None:
+    first = breakdown.Tally(10, 10, 5000, 4500, 0.01, 2.0, [8.0, 10.0, 9.0], [100, 120, 110])
+    full = breakdown.Tally(10, 400, 9000, 7000, 0.4, 20.0, [2.0, 3.0, 2.5], [900, 800, 1000])
+    table = breakdown.breakdown_table({"FIRST_TOKEN": first, "FULL": full})
+    first_row, full_row = table.splitlines()[-2:]
+    # 9 texts/s median; 50 computed tokens a text; 1 ms front and 200 ms engine a read.
+    assert first_row.split()[1:3] == ["9.00", "(8.0,"] and "1.00x" in first_row
+    assert first_row.split()[-3:] == ["1000", "200000", "110"]
+    # 2.5 against 9 texts/s: 1/3.6; 40 reads and 200 computed tokens a text.
+    assert full_row.split()[-6:-3] == ["1/3.6", "40.0", "200.0"]
+    assert full_row.split()[-3:] == ["1000", "50000", "900"]
 
 
 def test_labelprob_bench_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,13 +8,14 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
 from labelprob.server.labels import Mode
 from labelprob.server.model_source import default_cache_dir, ensure_embedded_model
 from labelprob.tools.bench.accounting import ModeUsage, accounting_table
+from labelprob.tools.bench.breakdown import breakdown_table, run_breakdown
 from labelprob.tools.bench.plan import PromptBuilder, TokenizerEngine, build_plan, load_texts
 from labelprob.tools.bench.results import Result, throughput_table
 from labelprob.tools.bench.rounds import Run, engine_rounds, transformers_phase
@@ -44,6 +45,8 @@ def to_json(value: Any) -> Any:
         return asdict(value) | {"computed": value.computed, "cached_share": value.cached_share}
     if isinstance(value, Result):
         return asdict(value) | {"per_s": value.per_s}
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_json(asdict(value))
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -98,6 +101,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=20,
         help="HWU64 texts per mode for the token accounting; 0 skips it",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead of the contenders: labelprob's per-read cost of each read mode on HWU64 "
+        "and on a many-intent task (--texts per mode and round)",
+    )
+    p.add_argument(
+        "--many-labels", type=int, default=150, help="labels of the breakdown's many-intent task"
     )
     p.add_argument("--seed", type=int, default=0, help="shuffle of the data set")
     p.add_argument("--json", type=Path, help="also write the results as JSON")
@@ -161,6 +173,8 @@ def run_bench(args: argparse.Namespace) -> int:
     log(f"load average {load_start:.2f} at the start; logs in {log_dir}")
     model_path = str(ensure_embedded_model(default_cache_dir()))
     builder = PromptBuilder(TokenizerEngine(model_path))
+    if args.breakdown:
+        return run_breakdown_command(args, builder, log_dir)
     n_warmup = args.warmup_texts if args.warmup_texts is not None else max(8, 2 * args.concurrency)
     plan, measured, warm = build_plan(
         builder,
@@ -180,6 +194,30 @@ def run_bench(args: argparse.Namespace) -> int:
     print_report(run)
     if args.json is not None:
         write_json(args.json, to_json(json_report(run)))
+    return 0
+
+
+def run_breakdown_command(args: argparse.Namespace, builder: PromptBuilder, log_dir: Path) -> int:
+    result = run_breakdown(
+        builder,
+        load_texts(args.data_dir, "hwu", args.seed),
+        labels_many=args.many_labels,
+        texts=args.texts,
+        rounds=args.rounds,
+        concurrency=args.concurrency,
+        log_dir=log_dir,
+    )
+    for name, tallies in result.tasks.items():
+        print(
+            f"\n== read modes: {name}, calibration none, concurrency {args.concurrency}, "
+            f"{args.rounds} round(s) of {args.texts} texts per mode, "
+            f"load average {os.getloadavg()[0]:.2f} at the end =="
+        )
+        print(breakdown_table(tallies))
+    print("\npeak RSS of the server's own process (MiB): " + ", ".join(
+        f"{k}: {v:.0f}" for k, v in result.peak_rss_mib.items()))  # fmt: skip
+    if args.json is not None:
+        write_json(args.json, to_json(vars(result)))
     return 0
 
 

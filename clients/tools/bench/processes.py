@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +140,9 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def labelprob_server(log_dir: Path) -> tuple[Child, str]:
+def labelprob_server(log_dir: Path, extra: Sequence[str] = (), tag: str = "") -> tuple[Child, str]:
+    """`labelprob serve` as the bench runs it, with ``extra`` flags; its log is
+    labelprob[-tag].log."""
     port = free_port()
     command = [
         sys.executable, "-m", "labelprob.server.cli", "serve",
@@ -148,9 +150,14 @@ def labelprob_server(log_dir: Path) -> tuple[Child, str]:
         # Every contender does the same work: the direct read alone (the channel pooled in by
         # the default method adds a read per label), and no calibration reads per task.
         "--default-method", "direct", "--default-calibration", "none",
+        # FULL by trie nodes, the plan the other contenders are given (--full-reads auto may
+        # read long labels by paths instead: the breakdown measures that).
+        "--full-reads", "trie",
         "--dtype", engine_args()["dtype"],
+        *extra,
     ]  # fmt: skip
-    return Child("labelprob serve", command, log_dir / "labelprob.log"), f"{LOOPBACK}:{port}"
+    name = f"labelprob-{tag}" if tag else "labelprob"
+    return Child(name, command, log_dir / f"{name}.log"), f"{LOOPBACK}:{port}"
 
 
 def vllm_http_server(model_path: str, log_dir: Path) -> tuple[Child, str]:

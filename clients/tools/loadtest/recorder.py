@@ -30,6 +30,7 @@ class Recorder:
         self.labeled = 0
         self.prompt_tokens = 0
         self.cached_prompt_tokens = 0
+        self.engine_reads = 0
         self.last_event_s = 0.0
         self.series: list[dict[str, Any]] = []
         self._window = new_histogram(WINDOW_DIGITS)
@@ -55,6 +56,7 @@ class Recorder:
         labeled: int = 0,
         prompt_tokens: int = 0,
         cached_prompt_tokens: int = 0,
+        engine_reads: int = 0,
     ) -> None:
         self._advance(at_s)
         self.status_codes[status] += 1
@@ -71,6 +73,7 @@ class Recorder:
         self.labeled += labeled
         self.prompt_tokens += prompt_tokens
         self.cached_prompt_tokens += cached_prompt_tokens
+        self.engine_reads += engine_reads
 
     def record_drop(self, at_s: float) -> None:
         self._advance(at_s)

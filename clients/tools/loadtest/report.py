@@ -70,6 +70,7 @@ class LoadReport:
     labeled: int
     prompt_tokens: int
     cached_prompt_tokens: int
+    engine_reads: int
     time_series: list[dict[str, Any]]
     slo: list[SloCheck] = field(default_factory=list)
 
@@ -127,6 +128,7 @@ class LoadReport:
             "usage": {
                 "prompt_tokens": self.prompt_tokens,
                 "cached_prompt_tokens": self.cached_prompt_tokens,
+                "engine_reads": self.engine_reads,
             },
             "time_series": self.time_series,
             "slo": {
@@ -162,6 +164,7 @@ def build_report(
         labeled=recorder.labeled,
         prompt_tokens=recorder.prompt_tokens,
         cached_prompt_tokens=recorder.cached_prompt_tokens,
+        engine_reads=recorder.engine_reads,
         time_series=series,
     )
     report.slo = evaluate_slos(

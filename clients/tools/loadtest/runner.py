@@ -137,6 +137,7 @@ class _Run:
             labeled=labeled,
             prompt_tokens=usage.prompt_tokens,
             cached_prompt_tokens=usage.cached_prompt_tokens,
+            engine_reads=usage.engine_reads,
         )
 
     async def closed_loop(self) -> None:
