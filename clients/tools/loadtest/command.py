@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from labelprob.client.client import CALIBRATIONS, DEFAULT_TARGET, MODES
+from labelprob.client.params import METHODS
 from labelprob.tools.loadtest.config import LoadConfig
 from labelprob.tools.loadtest.report import EXIT_ERROR, format_summary
 from labelprob.tools.loadtest.runner import run_load
@@ -34,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--template", default="", help="server prompt template name")
     parser.add_argument("--mode", choices=sorted(MODES), default="auto")
     parser.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="default")
+    parser.add_argument("--method", choices=sorted(METHODS), default="default")
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -140,6 +142,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         batch_size=args.batch_size,
         mode=args.mode,
         calibration=args.calibration,
+        method=args.method,
         instruction=args.instruction,
         template=args.template,
         timeout_s=args.timeout,

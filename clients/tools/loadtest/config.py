@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from labelprob.client.client import CALIBRATIONS, MODES
+from labelprob.client.params import CALIBRATIONS, METHODS, MODES
 from labelprob.tools.loadtest.schedule import ARRIVALS
 from labelprob.tools.loadtest.workload import Workload
 
@@ -27,6 +27,7 @@ class LoadConfig:
     batch_size: int = 1
     mode: str = "auto"
     calibration: str = "default"
+    method: str = "default"
     instruction: str = ""
     template: str = ""
     timeout_s: float = 30.0
@@ -58,6 +59,7 @@ class LoadConfig:
             (self.mode in MODES, f"--mode must be one of {', '.join(sorted(MODES))}"),
             (self.calibration in CALIBRATIONS,
              f"--calibration must be one of {', '.join(sorted(CALIBRATIONS))}"),
+            (self.method in METHODS, f"--method must be one of {', '.join(sorted(METHODS))}"),
             (self.timeout_s > 0, "--timeout must be > 0"),
             (self.channels >= 1, "--channels must be >= 1"),
             (self.slo_p99_ms is None or self.slo_p99_ms > 0, "--slo-p99-ms must be > 0"),
@@ -82,6 +84,7 @@ class LoadConfig:
             "batch_size": self.batch_size,
             "mode": self.mode,
             "calibration": self.calibration,
+            "method": self.method,
             "instruction": self.instruction,
             "template": self.template,
             "timeout_s": self.timeout_s,

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from labelprob.client.client import CALIBRATIONS, MODES, ClassifyParams, channel_options
+from labelprob.client.params import METHODS
 from labelprob.tools.loadtest.config import LoadConfig
 from labelprob.tools.loadtest.recorder import Recorder
 from labelprob.tools.loadtest.report import LoadReport, build_report
@@ -45,6 +46,7 @@ def prepare_requests(config: LoadConfig) -> list[Prepared]:
         options=pb.ScoringOptions(
             mode=MODES[config.mode],
             calibration=CALIBRATIONS[config.calibration],
+            method=METHODS[config.method],
             template=config.template,
         ),
     )
