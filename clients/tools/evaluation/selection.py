@@ -1,0 +1,210 @@
+"""Leave-one-dataset-out selection of how the direct read and the noisy channel are pooled.
+
+How the server's default method was chosen, reproducible: each selection text's per-label
+scores are collected once from a running server (the direct read's raw and contextually
+calibrated log-probs, and the channel's), then every pool is scored offline. A pool adds
+the direct read (raw or calibrated) and ``weight`` times the channel log-prob: summed over
+the text's tokens, or divided by the square root of their number, or by their number.
+Each data set is held out in turn: the pool with the best mean accuracy on the others is
+reported on it, beside the faithful peer row. Use rows the report does not (``--skip``).
+
+    python -m labelprob.tools.evaluation.selection collect DATA.jsonl... --out scores.jsonl
+    python -m labelprob.tools.evaluation.selection scan scores.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from labelprob.client import AsyncClient, ClassifyParams
+from labelprob.client.client import DEFAULT_TARGET
+from labelprob.tools.evaluation.configs import PEER
+from labelprob.tools.evaluation.datasets import load_dataset
+from labelprob.tools.reports import text_table
+from labelprob.v1 import classifier_pb2 as pb
+
+WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
+CHANNEL_NORMS = ("sum", "sqrt", "mean")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One selection text: its truth and every per-label score a pool is made of."""
+
+    dataset: str
+    text: str
+    truth: str
+    labels: list[str]
+    tokens: int  # the text's tokens: what the channel's log-prob sums over
+    peer: list[float]
+    direct: list[float]  # raw log-probs
+    calibrated: list[float]  # contextually calibrated
+    channel: list[float]
+
+
+@dataclass(frozen=True)
+class Pool:
+    calibrated: bool
+    norm: str
+    weight: float
+
+    @property
+    def name(self) -> str:
+        direct = "calibrated" if self.calibrated else "raw"
+        return f"{direct} direct + {self.weight:g} x channel/{self.norm}"
+
+
+POOLS = tuple(
+    Pool(calibrated, norm, weight)
+    for calibrated in (False, True)
+    for norm in CHANNEL_NORMS
+    for weight in WEIGHTS
+    if weight > 0 or norm == "sum"  # without the channel its norm cannot matter
+)
+
+
+def pooled(row: Row, pool: Pool) -> list[float]:
+    direct = row.calibrated if pool.calibrated else row.direct
+    divisor = {"sum": 1.0, "sqrt": math.sqrt(row.tokens), "mean": float(row.tokens)}[pool.norm]
+    return [
+        d + pool.weight * c / max(divisor, 1.0) for d, c in zip(direct, row.channel, strict=True)
+    ]
+
+
+def accuracy(rows: Sequence[Row], scores: Sequence[Sequence[float]]) -> float:
+    right = sum(
+        r.labels[max(range(len(s)), key=s.__getitem__)] == r.truth
+        for r, s in zip(rows, scores, strict=True)
+    )
+    return 100.0 * right / len(rows)
+
+
+def pool_accuracy(rows: Sequence[Row], pool: Pool) -> float:
+    return accuracy(rows, [pooled(r, pool) for r in rows])
+
+
+def leave_one_out(by_set: dict[str, list[Row]], by: str = "margin") -> list[list[str]]:
+    """Per held-out set: the pool best on the others, its held-out accuracy and the peer's.
+    Best by ``margin``: the largest smallest gain over the peer; by ``mean``: accuracy."""
+    table = {p: {name: pool_accuracy(rows, p) for name, rows in by_set.items()} for p in POOLS}
+    peer = {name: accuracy(rows, [r.peer for r in rows]) for name, rows in by_set.items()}
+    out = []
+    for held in by_set:
+        others = [name for name in by_set if name != held]
+
+        def merit(pool: Pool, others: list[str] = others) -> float:
+            if by == "mean":
+                return sum(table[pool][n] for n in others)
+            return min(table[pool][n] - peer[n] for n in others)
+
+        best = max(POOLS, key=merit)
+        out.append([held, best.name, f"{table[best][held]:.1f}", f"{peer[held]:.1f}"])
+    return out
+
+
+@dataclass(frozen=True)
+class Collection:
+    """Which rows to collect, and how: the selection rows of each data set."""
+
+    target: str
+    paths: Sequence[Path]
+    count_tokens: Callable[[str], int]
+    limit: int
+    skip: int
+    max_chars: int
+    concurrency: int
+
+
+# COMBINED with contextual calibration: its label results carry the raw direct log-prob,
+# the channel's, and the pooled score (the mean of the calibrated direct read and channel).
+POOLED = pb.ScoringOptions(calibration=pb.CALIBRATION_CONTEXTUAL, method=pb.SCORING_METHOD_COMBINED)
+
+
+async def collect_rows(spec: Collection) -> list[Row]:
+    """Two requests a text: the peer's, and the pooled one."""
+    gate = asyncio.Semaphore(spec.concurrency)
+    async with AsyncClient(spec.target, timeout=900) as client:
+
+        async def one(name: str, text: str, truth: str, labels: list[str]) -> Row:
+            async with gate:
+                peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
+                pooled = await client.classify(text, ClassifyParams(labels, options=POOLED))
+            return Row(
+                name,
+                text,
+                truth,
+                labels,
+                tokens=spec.count_tokens(text),
+                peer=[lb.logprob for lb in peer.labels],
+                direct=[lb.logprob for lb in pooled.labels],
+                calibrated=[2 * lb.score - lb.channel_logprob for lb in pooled.labels],
+                channel=[lb.channel_logprob for lb in pooled.labels],
+            )
+
+        jobs = []
+        for path in spec.paths:
+            data = load_dataset(path, limit=spec.limit, skip=spec.skip, max_chars=spec.max_chars)
+            rows = zip(data.texts, data.truths, strict=True)
+            jobs += [one(data.name, text, truth, data.labels) for text, truth in rows]
+        return list(await asyncio.gather(*jobs))
+
+
+def read_rows(path: Path) -> dict[str, list[Row]]:
+    by_set: dict[str, list[Row]] = {}
+    for line in path.read_text().splitlines():
+        row = Row(**json.loads(line))
+        by_set.setdefault(row.dataset, []).append(row)
+    return by_set
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labelprob.tools.evaluation.selection")
+    steps = parser.add_subparsers(dest="step", required=True)
+    collect = steps.add_parser("collect", help="per-label scores of selection rows, as JSONL")
+    collect.add_argument("datasets", nargs="+", type=Path)
+    collect.add_argument("--out", type=Path, required=True)
+    collect.add_argument("--target", default=DEFAULT_TARGET)
+    collect.add_argument("--tokenizer", help="model folder (default: the embedded model)")
+    collect.add_argument("--skip", type=int, default=200, help="rows the report uses")
+    collect.add_argument("--limit", type=int, default=40)
+    collect.add_argument("--max-chars", type=int, default=600)
+    collect.add_argument("--concurrency", type=int, default=4)
+    scan = steps.add_parser("scan", help="leave-one-dataset-out over the pools")
+    scan.add_argument("scores", type=Path)
+    scan.add_argument(
+        "--by",
+        choices=("margin", "mean"),
+        default="margin",
+        help="a pool's merit on the training sets: its smallest gain over the peer, or its "
+        "mean accuracy",
+    )
+    args = parser.parse_args(argv)
+    if args.step == "scan":
+        rows = leave_one_out(read_rows(args.scores), args.by)
+        print(text_table(["held out", "best pool on the others", "accuracy", "peer"], rows))
+        return 0
+    from transformers import AutoTokenizer
+
+    from labelprob.server.model_source import default_cache_dir, ensure_embedded_model
+
+    folder = args.tokenizer or str(ensure_embedded_model(default_cache_dir()))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    def count_tokens(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
+    spec = Collection(args.target, args.datasets, count_tokens, args.limit, args.skip,
+                      args.max_chars, args.concurrency)  # fmt: skip
+    rows = asyncio.run(collect_rows(spec))
+    args.out.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

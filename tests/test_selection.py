@@ -1,0 +1,120 @@
+"""The leave-one-dataset-out scan that chose the default pool, on rows written by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from labelprob.tools.evaluation import selection
+from labelprob.tools.evaluation.selection import Pool, Row
+
+RIGHT, WRONG = [0.0, -1.0], [-1.0, 0.0]  # scores of labels x and y; x is the truth
+
+
+def row(dataset: str, direct: list[float], channel: list[float], peer: list[float] = RIGHT) -> Row:
+    """A text whose calibrated direct read is its raw one."""
+    return Row(dataset, "text", "x", ["x", "y"], 4, peer, direct, direct, channel)
+
+
+def test_a_pool_adds_the_weighted_channel_to_the_direct_read() -> None:
+    r = Row("a", "text", "x", ["x", "y"], 9, [0.0, 0.0], [-1.0, -2.0], [-0.5, -0.1], [-6.0, -3.0])
+    assert selection.pooled(r, Pool(False, "sum", 2.0)) == [-13.0, -8.0]
+    assert selection.pooled(r, Pool(False, "sqrt", 2.0)) == [-5.0, -4.0]
+    assert selection.pooled(r, Pool(True, "mean", 3.0)) == pytest.approx([-2.5, -1.1])
+
+
+def test_the_held_out_set_gets_the_pool_the_others_prefer() -> None:
+    # On "a" the direct read is right and the channel wrong; on "b" and "c" the reverse,
+    # so both prefer a heavy channel, which costs "a" every text.
+    by_set = {
+        "a": [row("a", RIGHT, [-3.0, 0.0])] * 2,
+        "b": [row("b", WRONG, [0.0, -3.0])] * 2,
+        "c": [row("c", WRONG, [0.0, -3.0])] * 3,
+    }
+    held_a = selection.leave_one_out(by_set, by="mean")[0]
+    assert held_a[0] == "a" and held_a[2:] == ["0.0", "100.0"]
+    assert "channel" in held_a[1]
+    weight = float(held_a[1].split(" + ")[1].split(" x ")[0])
+    assert weight * 3 > 1  # the channel outweighs the direct read's margin of 1 on b and c
+
+
+def test_by_margin_the_pool_must_gain_on_every_training_set() -> None:
+    # A heavy channel gains 100 points on "b" (where the peer is wrong) and loses 50 on "c"
+    # (where the peer is right): best by mean accuracy, but not by the smallest gain.
+    heavy, light = [0.0, -3.0], [-3.0, 0.0]  # a channel right and one wrong, by 3
+    by_set = {
+        "a": [row("a", WRONG, heavy)],
+        "b": [row("b", WRONG, heavy, peer=WRONG)],
+        "c": [row("c", RIGHT, light), row("c", RIGHT, heavy)],
+    }
+
+    def held_a(by: str) -> tuple[str, float]:
+        _, pool, accuracy, peer = selection.leave_one_out(by_set, by)[0]
+        assert peer == "100.0"
+        return accuracy, float(pool.split(" + ")[1].split(" x ")[0])
+
+    accuracy, weight = held_a("margin")
+    assert accuracy == "0.0" and weight * 3 < 1
+    accuracy, weight = held_a("mean")
+    assert accuracy == "100.0" and weight * 3 > 1
+
+
+def test_scan_reads_collected_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = [row(name, RIGHT, WRONG) for name in ("mr", "news", "intents")]
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
+    assert selection.main(["scan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[0] for line in out.splitlines()[2:]] == ["mr", "news", "intents"]
+    assert math.isclose(len(selection.POOLS), 2 * (1 + 3 * (len(selection.WEIGHTS) - 1)))
+
+
+@pytest.mark.engine
+def test_collect_reads_each_score_from_the_real_server(
+    tiny_server, tiny_client, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    from labelprob.client import ClassifyParams
+    from labelprob.v1 import classifier_pb2 as pb
+
+    data = tmp_path / "topics.jsonl"
+    examples = [("The team won the match.", "sports"), ("Stocks fell today.", "business")]
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in examples))
+    out = tmp_path / "scores.jsonl"
+    args = ["collect", str(data), "--out", str(out), "--target", tiny_server.target,
+            "--tokenizer", str(tiny_model_dir), "--skip", "0", "--limit", "2"]  # fmt: skip
+    assert selection.main(args) == 0
+    (rows,) = selection.read_rows(out).values()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert sorted(r.truth for r in rows) == ["business", "sports"]
+    labels = rows[0].labels
+    assert sorted(labels) == ["business", "sports"]
+
+    def scores(text: str, field: str, **options: object) -> list[float]:
+        params = ClassifyParams(labels, options=pb.ScoringOptions(**options))
+        result = tiny_client.classify(text, params)
+        return [getattr(lb, field) for lb in result.labels]
+
+    for r in rows:
+        assert r.tokens == len(tokenizer.encode(r.text, add_special_tokens=False))
+        direct = pb.SCORING_METHOD_DIRECT
+        none, contextual = pb.CALIBRATION_NONE, pb.CALIBRATION_CONTEXTUAL
+        want = {
+            "peer": scores(r.text, "logprob", **vars_of(selection.PEER.options())),
+            "direct": scores(r.text, "logprob", method=direct, calibration=none),
+            "calibrated": scores(r.text, "score", method=direct, calibration=contextual),
+            "channel": scores(
+                r.text, "channel_logprob", method=pb.SCORING_METHOD_CHANNEL, calibration=none
+            ),
+        }
+        for field, values in want.items():
+            assert getattr(r, field) == pytest.approx(values, abs=1e-3), field
+
+
+def vars_of(options: object) -> dict[str, object]:
+    """A ScoringOptions message's set fields, as keyword arguments."""
+    return {f.name: v for f, v in options.ListFields()}  # type: ignore[attr-defined]
