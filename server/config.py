@@ -100,14 +100,16 @@ class ClassifySettings:
             "--default-truncation", "a text longer than the context", choices=("truncate", "reject")
         ),
     )
-    # FULL's deeper reads: one request per trie node, or one per label path (prompt
-    # log-probs); auto takes whichever needs fewer requests for the task's labels.
+    # FULL's deeper reads: one request per trie node, or one request per label whose prompt
+    # log-probs give all its tokens. Paths take fewer requests but each costs more: on a
+    # 2-core CPU they ran 1.7x slower on 77 long intents (README, Performance).
     full_reads: str = field(
-        default="auto",
+        default="trie",
         metadata=about(
             "--full-reads",
-            "how FULL reads labels after the first token",
-            choices=("auto", "trie", "paths"),
+            "how FULL reads labels after the first token: trie (a request per trie node) "
+            "or paths (a request per label)",
+            choices=("trie", "paths"),
         ),
     )
     max_inflight_reads: int = field(

@@ -8,8 +8,8 @@ chain rule. PRUNED reads the root, then only the first-token branches whose
 labels could still outscore the best label known exactly (branch and bound):
 its top label is FULL's, at a fraction of FULL's reads. FULL can also read by
 label paths: after the root, one request per label over ``prompt + label`` whose
-prompt log-probs give every later token of the label, the same numbers in fewer
-requests when labels are long and share little. Nothing here imports vLLM or grpc.
+prompt log-probs give every later token of the label: the same numbers in fewer, costlier
+requests. Nothing here imports vLLM or grpc.
 """
 
 from __future__ import annotations
@@ -107,15 +107,6 @@ def label_paths(label_ids: Sequence[TokenIds]) -> tuple[TokenIds, ...]:
         for ids in dict.fromkeys(longer)
         if not any(len(o) > len(ids) and o[: len(ids)] == ids for o in longer)
     )
-
-
-def paths_are_cheaper(reads: Sequence[Read], paths: Sequence[TokenIds]) -> bool:
-    """Whether FULL takes fewer engine requests by label paths than by trie nodes.
-
-    A request's fixed cost (scheduling, sampling, the round trip) dominates a read of a
-    few tokens, and both plans compute about the same tokens: fewer requests win.
-    """
-    return len(paths) < sum(1 for r in reads if r.prefix)
 
 
 def path_logprobs(

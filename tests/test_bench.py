@@ -111,12 +111,12 @@ def test_the_labelprob_contender_does_the_others_work(tmp_path: Path) -> None:
     assert settings.classify.default_method is Method.DIRECT
     assert settings.classify.default_calibration is Calibration.NONE
     assert settings.classify.full_reads == "trie"
-    # The breakdown's server reads FULL as the product does by default.
-    child, _ = processes.labelprob_server(tmp_path, ("--full-reads", "auto"), tag="auto")
+    # The breakdown's second server reads FULL by label paths.
+    child, _ = processes.labelprob_server(tmp_path, ("--full-reads", "paths"), tag="paths")
     serve = child.command.index("serve")
     settings = settings_from_args(parser.parse_args(child.command[serve + 1 :]))
-    assert settings.classify.full_reads == "auto"
-    assert child.log_path.name == "labelprob-auto.log"
+    assert settings.classify.full_reads == "paths"
+    assert child.log_path.name == "labelprob-paths.log"
 
 
 def test_many_intents_extend_the_data_sets_own() -> None:

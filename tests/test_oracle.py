@@ -8,6 +8,8 @@ label's tokens.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from labelprob.client import ClassifyParams, Client
 from labelprob.server.prompts import PLAIN_TEMPLATE, LabelSpec, render_prompt_parts
 from labelprob.v1 import classifier_pb2 as pb
 from tests import oracle
+from tests.conftest import ServerProcess, tiny_server_args
 
 pytestmark = pytest.mark.engine
 
@@ -185,12 +188,31 @@ def test_a_label_that_begins_another_is_read_as_a_complete_answer(
     assert result.usage.engine_reads == 1 + len(trie_nodes) == len(alarm_set)
 
 
-def test_long_labels_are_read_by_paths_with_the_trie_numbers(
-    tiny_client: Client, reference
+@pytest.fixture(scope="module")
+def paths_client(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Client]:
+    """A tiny-model server that reads FULL by label paths (--full-reads paths)."""
+    server = ServerProcess(
+        "paths",
+        tiny_server_args(tiny_model_dir, "--full-reads", "paths"),
+        tmp_path_factory.mktemp("paths-logs") / "paths.log",
+    )
+    server.start()
+    try:
+        server.wait_serving()
+        with Client(server.target, timeout=120) as client:
+            yield client
+    finally:
+        server.stop()
+
+
+def test_long_labels_read_by_paths_give_the_chain_rule_numbers(
+    paths_client: Client, reference
 ) -> None:
-    """Long labels that share little: FULL takes one request per label path (its prompt
-    log-probs), fewer than the trie's nodes, and gives the chain rule's numbers, the end
-    of the answer included for the label that begins another."""
+    """Long labels that share little, read by paths: one request per label (its prompt
+    log-probs), fewer than the trie's nodes, and the chain rule's numbers, the end of the
+    answer included for the label that begins another."""
     tokenizer, model = reference
     labels = [
         "set an alarm",
@@ -207,7 +229,7 @@ def test_long_labels_are_read_by_paths_with_the_trie_numbers(
     want = {name: oracle.tokens_after(tokenizer, answer, " " + name) for name in labels}
     want["set an alarm"] += oracle.tokens_after(tokenizer, answer + " set an alarm", "\n")[:1]
     trie_nodes = {tuple(ids[:i]) for ids in want.values() for i in range(1, len(ids))}
-    result = classify(tiny_client, text, pb.SCORING_MODE_FULL, labels)
+    result = classify(paths_client, text, pb.SCORING_MODE_FULL, labels)
     # The root read, then one request per label (none is covered by a longer one).
     assert result.usage.engine_reads == 1 + len(labels) < 1 + len(trie_nodes)
     for label in result.labels:

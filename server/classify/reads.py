@@ -101,12 +101,9 @@ async def read_pruned_branches(reads: PromptReads, prepared: PreparedTask, rank:
 
 
 def reads_by_paths(prepared: PreparedTask, mode: Mode, full_reads: str) -> bool:
-    """Whether FULL reads this task's deeper tokens by label paths ("auto": when that takes
-    fewer requests than the trie's nodes)."""
-    if prepared.concrete_mode(mode) is not Mode.FULL or not prepared.paths or full_reads == "trie":
-        return False
-    return full_reads == "paths" or label_plan.paths_are_cheaper(
-        prepared.reads[Mode.FULL], prepared.paths
+    """Whether FULL reads this task's deeper tokens by label paths (``--full-reads paths``)."""
+    return (
+        full_reads == "paths" and prepared.concrete_mode(mode) is Mode.FULL and bool(prepared.paths)
     )
 
 
@@ -118,7 +115,7 @@ class ReadExecutor:
         engine: ReadEngine,
         preparer: TaskPreparer,
         budget: ReadBudget,
-        full_reads: str = "auto",
+        full_reads: str = "trie",
     ) -> None:
         self.engine = engine
         self.preparer = preparer

@@ -1,6 +1,6 @@
-"""FULL by label paths: one request per label over prompt + label, its prompt log-probs
-giving every token after the first. The same numbers as the trie's reads, fewer requests
-when labels are long and share little."""
+"""FULL by label paths (--full-reads paths): one request per label over prompt + label,
+its prompt log-probs giving every token after the first. The same numbers as the trie's
+reads, in fewer requests when labels are long and share little."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import pytest
 
 from labelprob.server.classify import Classifier, Options
-from labelprob.server.labels import Mode, Read, label_paths, path_logprobs, paths_are_cheaper
+from labelprob.server.labels import Mode, label_paths, path_logprobs
 from labelprob.server.scoring import Calibration
 from tests.unit.fake_engine import FakeEngine, answer_table
 from tests.unit.harness import TEST_SETTINGS, classifier_for
@@ -52,22 +52,14 @@ def test_path_rows_key_each_token_by_the_tokens_before_it() -> None:
     assert path_logprobs((1, 2, 3), rows) == {(1,): {2: -0.1}, (1, 2): {3: -0.2}}
 
 
-def test_paths_are_chosen_only_when_they_take_fewer_requests() -> None:
-    root = Read((), (1, 4))
-    deeper = [Read((1,), (2,)), Read((1, 2), (3,))]
-    assert paths_are_cheaper([root, *deeper], [(1, 2, 3)])
-    assert not paths_are_cheaper([root, deeper[0]], [(1, 2), (1, 5)])
-
-
-@pytest.mark.parametrize("full_reads", ["paths", "auto"])
-def test_paths_give_the_trie_numbers_in_fewer_requests(full_reads: str) -> None:
+def test_paths_give_the_trie_numbers_in_fewer_requests() -> None:
     by_trie = FakeEngine(answer_table(TABLE))
     by_paths = FakeEngine(answer_table(TABLE))
     trie = classify_one(
         by_trie, LONG, "wake me", options=FULL, classifier=classifier(by_trie, "trie")
     )
     paths = classify_one(
-        by_paths, LONG, "wake me", options=FULL, classifier=classifier(by_paths, full_reads)
+        by_paths, LONG, "wake me", options=FULL, classifier=classifier(by_paths, "paths")
     )
     # The chain rule over the table, written out.
     want = {
@@ -86,14 +78,15 @@ def test_paths_give_the_trie_numbers_in_fewer_requests(full_reads: str) -> None:
     )
 
 
-def test_auto_keeps_the_trie_when_labels_share_their_words() -> None:
-    shared = task("alarm_set", "alarm_query", "alarm_remove")
-    table = {
-        "": {" alarm": 0.0},
-        " alarm": {" set": log(0.5), " query": log(0.3), " remove": log(0.2)},
-    }
-    engine = FakeEngine(answer_table(table))
-    result = classify_one(engine, shared, "x", options=FULL, classifier=classifier(engine, "auto"))
-    # One deeper trie read covers all three; paths would take three.
-    assert result.usage.reads == 2
+def test_the_default_reads_full_by_trie_nodes() -> None:
+    engine = FakeEngine(answer_table(TABLE))
+    result = classify_one(engine, LONG, "wake me", options=FULL)
+    assert result.usage.reads == 10
     assert all(c.candidates for c in engine.calls)
+
+
+def test_paths_leave_first_token_reads_alone() -> None:
+    engine = FakeEngine(answer_table(TABLE))
+    first = Options(mode=Mode.FIRST_TOKEN, calibration=Calibration.NONE)
+    result = classify_one(engine, LONG, "x", options=first, classifier=classifier(engine, "paths"))
+    assert result.usage.reads == 1

@@ -1,7 +1,7 @@
 """Where a many-label classification's time goes: per-read cost through labelprob.
 
-FIRST_TOKEN, FULL read by trie nodes, FULL as the server reads it by default (label paths
-where they take fewer requests) and PRUNED, on HWU64 (64 intents) and on a many-intent
+FIRST_TOKEN, FULL read by trie nodes (the default) and by label paths (``--full-reads
+paths``), PRUNED and the server's defaults, on HWU64 (64 intents) and on a many-intent
 task (HWU64's intents and new ones made of their own words) and on long support intents
 (labels that differ from their first words on). Every variant is measured
 under load, in interleaved rounds, on texts of the same prompt lengths: per text its
@@ -40,13 +40,13 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("FIRST_TOKEN", "first_token", "auto"),
-    Variant("FULL by trie nodes", "full", "trie"),
-    Variant("FULL (default: label paths when fewer)", "full", "auto"),
-    Variant("PRUNED", "pruned", "auto"),
+    Variant("FIRST_TOKEN", "first_token", "trie"),
+    Variant("FULL by trie nodes (default)", "full", "trie"),
+    Variant("FULL by label paths", "full", "paths"),
+    Variant("PRUNED", "pruned", "trie"),
     # What a request that sets no option gets: the direct read (AUTO mode) pooled with the
     # noisy channel (a read per label), contextually calibrated.
-    Variant("server defaults (COMBINED, AUTO)", "auto", "auto", "combined", "auto"),
+    Variant("server defaults (COMBINED, AUTO)", "auto", "trie", "combined", "auto"),
 )
 # Long support intents that mostly differ from their first word on: the label paths' case
 # (a read per label against one per trie node). Written for this benchmark.
@@ -185,7 +185,7 @@ def run_breakdown(builder: PromptBuilder, data: Workload, *, labels_many: int, t
             kind: stack.enter_context(
                 entered(labelprob_server(log_dir, ("--full-reads", kind), tag=kind))
             )
-            for kind in ("auto", "trie")
+            for kind in ("trie", "paths")
         }
         for child, target in children.values():
             child.wait_ready(lambda t=target: grpc_serving(t))

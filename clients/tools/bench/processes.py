@@ -150,8 +150,7 @@ def labelprob_server(log_dir: Path, extra: Sequence[str] = (), tag: str = "") ->
         # Every contender does the same work: the direct read alone (the channel pooled in by
         # the default method adds a read per label), and no calibration reads per task.
         "--default-method", "direct", "--default-calibration", "none",
-        # FULL by trie nodes, the plan the other contenders are given (--full-reads auto may
-        # read long labels by paths instead: the breakdown measures that).
+        # FULL by trie nodes (the server's default), the plan the other contenders are given.
         "--full-reads", "trie",
         "--dtype", engine_args()["dtype"],
         *extra,
