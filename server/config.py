@@ -102,7 +102,7 @@ class ClassifySettings:
     )
     # FULL's deeper reads: one request per trie node, or one request per label whose prompt
     # log-probs give all its tokens. Paths take fewer requests but each costs more: on a
-    # 2-core CPU they ran 1.7x slower on 77 long intents (README, Performance).
+    # 2-core CPU they ran 1.6x slower on 77 long intents (README, Performance).
     full_reads: str = field(
         default="trie",
         metadata=about(
