@@ -32,6 +32,7 @@ from labelprob.server.prompts import (
     load_templates,
     render_prompt_parts,
 )
+from labelprob.tools.bench.cpu import peak_rss_mib
 from labelprob.v1 import classifier_pb2 as pb
 from tests import oracle
 from tests.bad_requests import violations
@@ -76,14 +77,6 @@ FIRST_TOKEN = pb.ScoringOptions(
 
 
 # -- the dedicated server and its memory ------------------------------------------------
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident set size so far (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # reported in kB
-    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
 def server_processes(server: ServerProcess) -> dict[str, int]:

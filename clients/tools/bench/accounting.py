@@ -47,10 +47,11 @@ def equal_length_groups(
     waiting: dict[int, list[str]] = {}
     groups: list[tuple[str, ...]] = []
     for text in texts:
-        group = waiting.setdefault(length(text), [])
+        key = length(text)
+        group = waiting.setdefault(key, [])
         group.append(text)
         if len(group) == size:
-            groups.append(tuple(waiting.pop(length(text))))
+            groups.append(tuple(waiting.pop(key)))
             if len(groups) == k:
                 break
     return groups

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelprob.tools.bench.accounting import equal_length_groups
-from labelprob.tools.bench.cpu import cpu_meter, settle
+from labelprob.tools.bench.cpu import cpu_meter, peak_rss_mib, settle
 from labelprob.tools.bench.plan import PromptBuilder
 from labelprob.tools.bench.processes import entered, grpc_serving, labelprob_server
 from labelprob.tools.bench.settings import REQUEST_TIMEOUT_S, log
@@ -150,14 +150,6 @@ def measure(target: str, pgid: int, labels: list[str], texts: list[str], variant
     tally.engine_s += cpu.engine_s
     tally.rates.append(report.texts_per_s)
     tally.p99_ms.append(report.latency_ms["p99"] or 0.0)
-
-
-def peak_rss_mib(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass

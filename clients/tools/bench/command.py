@@ -105,8 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--breakdown",
         action="store_true",
-        help="instead of the contenders: labelprob's per-read cost of each read mode on HWU64 "
-        "and on a many-intent task (--texts per mode and round)",
+        help="instead of the contenders: labelprob's per-read cost of each read mode on HWU64, "
+        "a many-intent task and long support intents (--texts per mode and round)",
     )
     p.add_argument(
         "--many-labels", type=int, default=150, help="labels of the breakdown's many-intent task"
@@ -209,7 +209,8 @@ def run_breakdown_command(args: argparse.Namespace, builder: PromptBuilder, log_
     )
     for name, tallies in result.tasks.items():
         print(
-            f"\n== read modes: {name}, calibration none, concurrency {args.concurrency}, "
+            f"\n== read modes: {name}, direct and uncalibrated but the server defaults' row, "
+            f"concurrency {args.concurrency}, "
             f"{args.rounds} round(s) of {args.texts} texts per mode, "
             f"load average {os.getloadavg()[0]:.2f} at the end =="
         )

@@ -1,4 +1,5 @@
-"""CPU time of process groups (psutil), and waiting for a quiet machine."""
+"""CPU time of process groups (psutil), peak memory of a process, and waiting for a quiet
+machine."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -35,6 +37,15 @@ def group_cpu_s(pgid: int) -> dict[int, float]:
         except (psutil.Error, OSError):
             continue  # exited meanwhile
     return cpu
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident set size so far (Linux's VmHWM), in MiB; psutil does
+    not report the peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # reported in kB
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 @contextlib.contextmanager

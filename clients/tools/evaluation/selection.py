@@ -5,8 +5,9 @@ scores are collected once from a running server (the direct read's raw and conte
 calibrated log-probs, and the channel's), then every pool is scored offline. A pool adds
 the direct read (raw or calibrated) and ``weight`` times the channel log-prob: summed over
 the text's tokens, or divided by the square root of their number, or by their number.
-Each data set is held out in turn: the pool with the best mean accuracy on the others is
-reported on it, beside the faithful peer row. Use rows the report does not (``--skip``).
+Each data set is held out in turn: the pool best on the others (by default the one whose
+smallest gain over the peer is largest; ``--by mean``: mean accuracy) is reported on it,
+beside the faithful peer row. Use rows the report does not (``--skip``).
 
     python -m labelprob.tools.evaluation.selection collect DATA.jsonl... --out scores.jsonl
     python -m labelprob.tools.evaluation.selection scan scores.jsonl
@@ -134,7 +135,7 @@ async def collect_rows(spec: Collection) -> list[Row]:
         async def one(name: str, text: str, truth: str, labels: list[str]) -> Row:
             async with gate:
                 peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
-                pooled = await client.classify(text, ClassifyParams(labels, options=POOLED))
+                combined = await client.classify(text, ClassifyParams(labels, options=POOLED))
             return Row(
                 name,
                 text,
@@ -142,9 +143,9 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 labels,
                 tokens=spec.count_tokens(text),
                 peer=[lb.logprob for lb in peer.labels],
-                direct=[lb.logprob for lb in pooled.labels],
-                calibrated=[2 * lb.score - lb.channel_logprob for lb in pooled.labels],
-                channel=[lb.channel_logprob for lb in pooled.labels],
+                direct=[lb.logprob for lb in combined.labels],
+                calibrated=[2 * lb.score - lb.channel_logprob for lb in combined.labels],
+                channel=[lb.channel_logprob for lb in combined.labels],
             )
 
         jobs = []
