@@ -72,6 +72,21 @@ def test_scan_reads_collected_rows(tmp_path: Path, capsys: pytest.CaptureFixture
     assert math.isclose(len(selection.POOLS), 2 * (1 + 3 * (len(selection.WEIGHTS) - 1)))
 
 
+def test_layout_table_pools_each_layout_with_the_channel() -> None:
+    # Layout "a" reads x by 1 (calibrated) and y by 2 (raw); the channel prefers y by 3 on
+    # the first text and by 0.5 on the second: pooled, y wins the first and x the second.
+    def with_layout(channel: list[float]) -> Row:
+        layout = {"a": {"calibrated": [0.0, -1.0], "raw": [-2.0, 0.0]}}
+        return Row("s", "text", "x", ["x", "y"], 4, WRONG, RIGHT, RIGHT, channel, layout)
+
+    by_set = {"s": [with_layout([-3.0, 0.0]), with_layout([-0.5, 0.0])]}
+    assert selection.layout_table(by_set) == [
+        ["peer", "0.0"],
+        ["a: calibrated direct + 1 x channel/sum", "50.0"],
+        ["a: raw direct", "0.0"],
+    ]
+
+
 @pytest.mark.engine
 def test_collect_reads_each_score_from_the_real_server(
     tiny_server, tiny_client, tiny_model_dir: Path, tmp_path: Path
@@ -86,7 +101,8 @@ def test_collect_reads_each_score_from_the_real_server(
     data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in examples))
     out = tmp_path / "scores.jsonl"
     args = ["collect", str(data), "--out", str(out), "--target", tiny_server.target,
-            "--tokenizer", str(tiny_model_dir), "--skip", "0", "--limit", "2"]  # fmt: skip
+            "--tokenizer", str(tiny_model_dir), "--skip", "0", "--limit", "2",
+            "--layouts", "plain"]  # fmt: skip
     assert selection.main(args) == 0
     (rows,) = selection.read_rows(out).values()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -113,6 +129,14 @@ def test_collect_reads_each_score_from_the_real_server(
         }
         for field, values in want.items():
             assert getattr(r, field) == pytest.approx(values, abs=1e-3), field
+        plain = {"method": direct, "calibration": contextual, "template": "plain"}
+        assert r.layouts["plain"]["raw"] == pytest.approx(
+            scores(r.text, "logprob", **plain), abs=1e-3
+        )
+        assert r.layouts["plain"]["calibrated"] == pytest.approx(
+            scores(r.text, "score", **plain), abs=1e-3
+        )
+        assert r.layouts["plain"]["raw"] != pytest.approx(r.direct, abs=1e-3)  # another prompt
 
 
 def vars_of(options: object) -> dict[str, object]:

@@ -20,7 +20,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelprob.client import AsyncClient, ClassifyParams
@@ -47,6 +47,8 @@ class Row:
     direct: list[float]  # raw log-probs
     calibrated: list[float]  # contextually calibrated
     channel: list[float]
+    # Per prompt layout (a server template name): the direct read, "raw" and "calibrated".
+    layouts: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,27 @@ def leave_one_out(by_set: dict[str, list[Row]], by: str = "margin") -> list[list
     return out
 
 
+def layout_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
+    """Per prompt layout and set: the default's pool (the calibrated direct read plus the
+    summed channel) with that layout's direct read, and its raw direct read alone."""
+    names = sorted({name for rows in by_set.values() for r in rows for name in r.layouts})
+    out = [["peer", *(f"{accuracy(rows, [r.peer for r in rows]):.1f}" for rows in by_set.values())]]
+    for name in names:
+        for kind in ("calibrated", "raw"):
+            cells = []
+            for rows in by_set.values():
+                kept = [r for r in rows if name in r.layouts]
+                direct = [r.layouts[name][kind] for r in kept]
+                scores = direct if kind == "raw" else [
+                    [d + c for d, c in zip(ds, r.channel, strict=True)]
+                    for ds, r in zip(direct, kept, strict=True)
+                ]  # fmt: skip
+                cells.append(f"{accuracy(kept, scores):.1f}" if kept else "")
+            pool = "calibrated direct + 1 x channel/sum" if kind == "calibrated" else "raw direct"
+            out.append([f"{name}: {pool}", *cells])
+    return out
+
+
 @dataclass(frozen=True)
 class Collection:
     """Which rows to collect, and how: the selection rows of each data set."""
@@ -120,6 +143,7 @@ class Collection:
     skip: int
     max_chars: int
     concurrency: int
+    layouts: Sequence[str] = ()  # server template names whose direct reads are collected too
 
 
 # COMBINED with contextual calibration: its label results carry the raw direct log-prob,
@@ -136,6 +160,18 @@ async def collect_rows(spec: Collection) -> list[Row]:
             async with gate:
                 peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
                 combined = await client.classify(text, ClassifyParams(labels, options=POOLED))
+                layouts = {}
+                for name in spec.layouts:
+                    options = pb.ScoringOptions(
+                        calibration=pb.CALIBRATION_CONTEXTUAL,
+                        method=pb.SCORING_METHOD_DIRECT,
+                        template=name,
+                    )
+                    read = await client.classify(text, ClassifyParams(labels, options=options))
+                    layouts[name] = {
+                        "raw": [lb.logprob for lb in read.labels],
+                        "calibrated": [lb.score for lb in read.labels],
+                    }
             return Row(
                 name,
                 text,
@@ -146,6 +182,7 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 direct=[lb.logprob for lb in combined.labels],
                 calibrated=[2 * lb.score - lb.channel_logprob for lb in combined.labels],
                 channel=[lb.channel_logprob for lb in combined.labels],
+                layouts=layouts,
             )
 
         jobs = []
@@ -176,6 +213,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     collect.add_argument("--limit", type=int, default=40)
     collect.add_argument("--max-chars", type=int, default=600)
     collect.add_argument("--concurrency", type=int, default=4)
+    collect.add_argument(
+        "--layouts",
+        default="",
+        help="comma list of server template names whose direct reads are collected too "
+        "(e.g. those of layouts.toml, served with --templates-file)",
+    )
     scan = steps.add_parser("scan", help="leave-one-dataset-out over the pools")
     scan.add_argument("scores", type=Path)
     scan.add_argument(
@@ -187,8 +230,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.step == "scan":
-        rows = leave_one_out(read_rows(args.scores), args.by)
+        by_set = read_rows(args.scores)
+        rows = leave_one_out(by_set, args.by)
         print(text_table(["held out", "best pool on the others", "accuracy", "peer"], rows))
+        if any(r.layouts for rows in by_set.values() for r in rows):
+            print()
+            print(text_table(["layout: pool", *by_set], layout_table(by_set)))
         return 0
     from transformers import AutoTokenizer
 
@@ -200,8 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def count_tokens(text: str) -> int:
         return len(tokenizer.encode(text, add_special_tokens=False))
 
+    layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
     spec = Collection(args.target, args.datasets, count_tokens, args.limit, args.skip,
-                      args.max_chars, args.concurrency)  # fmt: skip
+                      args.max_chars, args.concurrency, layouts)  # fmt: skip
     rows = asyncio.run(collect_rows(spec))
     args.out.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
     return 0
