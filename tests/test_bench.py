@@ -119,6 +119,30 @@ def test_the_labelprob_contender_does_the_others_work(tmp_path: Path) -> None:
     assert child.log_path.name == "labelprob-paths.log"
 
 
+def test_the_http_contenders_run_at_pinned_settings_or_at_vllms_own(tmp_path: Path) -> None:
+    """Parsed by vLLM's own server parser: vllm-http gets labelprob's engine settings and
+    dtype; vllm-http-defaults leaves every engine setting unset, bar the log-prob limit."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    def parsed(pinned: bool) -> argparse.Namespace:
+        child, _ = processes.vllm_http_server("/model", tmp_path, pinned)
+        start = child.command.index("--model")
+        return make_arg_parser(FlexibleArgumentParser()).parse_args(child.command[start:])
+
+    pinned, own = parsed(True), parsed(False)
+    assert (pinned.block_size, pinned.max_num_seqs, pinned.enable_prefix_caching) == (32, 256, True)
+    assert pinned.dtype in ("float32", "bfloat16")
+    assert (own.dtype, own.block_size, own.max_num_seqs, own.enable_prefix_caching) == (
+        "auto",
+        None,
+        None,
+        None,
+    )
+    assert own.max_logprobs == pinned.max_logprobs == -1
+    assert "vllm-http-defaults" not in command.parse_args([]).contenders
+
+
 def test_many_intents_extend_the_data_sets_own() -> None:
     own = ["alarm_query", "alarm_set", "music_play", "weather_query", "qa_factoid"]
     labels = breakdown.many_intents(own, 12)

@@ -104,6 +104,7 @@ def test_collect_reads_each_score_from_the_real_server(
             "--tokenizer", str(tiny_model_dir), "--skip", "0", "--limit", "2",
             "--layouts", "plain"]  # fmt: skip
     assert selection.main(args) == 0
+    assert list(selection.read_rows(out)) == ["topics"]  # each row keeps its data set's name
     (rows,) = selection.read_rows(out).values()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert sorted(r.truth for r in rows) == ["business", "sports"]

@@ -82,7 +82,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="label reads (auto: first_token for mr and bbc, full for hwu)",
     )
-    p.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    p.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=CONTENDERS,
+        # vllm-http-defaults is opt-in: at vLLM's own dtype it can be many times slower here.
+        default=[c for c in CONTENDERS if c != "vllm-http-defaults"],
+        help="vllm-http runs vLLM's server at labelprob's engine settings and dtype; "
+        "vllm-http-defaults (opt-in) at vLLM's own defaults, as `vllm serve` starts",
+    )
     p.add_argument(
         "--warmup-texts",
         type=int,

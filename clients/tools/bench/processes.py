@@ -159,28 +159,35 @@ def labelprob_server(log_dir: Path, extra: Sequence[str] = (), tag: str = "") ->
     return Child(name, command, log_dir / f"{name}.log"), f"{LOOPBACK}:{port}"
 
 
-def vllm_http_server(model_path: str, log_dir: Path) -> tuple[Child, str]:
+def vllm_http_server(model_path: str, log_dir: Path, pinned: bool = True) -> tuple[Child, str]:
+    """vLLM's OpenAI server. ``pinned``: labelprob's engine settings and dtype, so the two
+    compare like for like; else vLLM's own defaults (dtype, block size, batch limits), as a
+    user who runs `vllm serve` gets them, with only the log-prob limit the route needs."""
     port = free_port()
-    flags = [
-        "--block-size", str(ENGINE_ARGS["block_size"]),
-        "--max-num-seqs", str(ENGINE_ARGS["max_num_seqs"]),
-        "--max-num-batched-tokens", str(ENGINE_ARGS["max_num_batched_tokens"]),
-        "--seed", str(ENGINE_ARGS["seed"]),
-        "--logprobs-mode", ENGINE_ARGS["logprobs_mode"],
-        # The route asks for logprobs=len(label_token_ids): above the default 20 it fails.
-        "--max-logprobs", str(ENGINE_ARGS["max_logprobs"]),
-        "--dtype", engine_args()["dtype"],
-    ]  # fmt: skip
+    # The route asks for logprobs=len(label_token_ids): above the default 20 it fails.
+    flags = ["--max-logprobs", str(ENGINE_ARGS["max_logprobs"])]
+    if pinned:
+        flags += [
+            "--block-size", str(ENGINE_ARGS["block_size"]),
+            "--max-num-seqs", str(ENGINE_ARGS["max_num_seqs"]),
+            "--max-num-batched-tokens", str(ENGINE_ARGS["max_num_batched_tokens"]),
+            "--seed", str(ENGINE_ARGS["seed"]),
+            "--logprobs-mode", ENGINE_ARGS["logprobs_mode"],
+            "--dtype", engine_args()["dtype"],
+            "--enable-prefix-caching",
+        ]  # fmt: skip
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", model_path, "--served-model-name", SERVED_NAME,
-        "--host", LOOPBACK, "--port", str(port),
-        "--enable-prefix-caching", "--disable-log-stats",
+        "--host", LOOPBACK, "--port", str(port), "--disable-log-stats",
         # A log line per request costs CPU that labelprob does not spend.
         "--disable-uvicorn-access-log", "--uvicorn-log-level", "warning",
         *flags,
     ]  # fmt: skip
-    return Child("vllm api_server", command, log_dir / "vllm-http.log"), f"http://{LOOPBACK}:{port}"
+    name = "vllm-http" if pinned else "vllm-http-defaults"
+    return Child(f"vllm api_server ({name})", command, log_dir / f"{name}.log"), (
+        f"http://{LOOPBACK}:{port}"
+    )
 
 
 def worker_command(kind: str, spec_path: Path, out_path: Path) -> list[str]:

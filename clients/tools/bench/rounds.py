@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,12 @@ from labelprob.tools.bench.processes import (
     vllm_http_server,
 )
 from labelprob.tools.bench.results import Result, median_result
-from labelprob.tools.bench.settings import ACCOUNTING_DATASET, TRANSFORMERS_READ_BUDGET, log
+from labelprob.tools.bench.settings import (
+    ACCOUNTING_DATASET,
+    HTTP_CONTENDERS,
+    TRANSFORMERS_READ_BUDGET,
+    log,
+)
 from labelprob.tools.loadtest.runner import run_load
 from labelprob.tools.loadtest.workload import Workload
 
@@ -73,17 +79,20 @@ def engine_rounds(run: Run) -> None:
     percent of one core, the same for each contender.
     """
     args, plan = run.args, run.plan
-    wanted = [c for c in ("labelprob", "offline", "vllm-http") if c in args.contenders]
+    https = [c for c in HTTP_CONTENDERS if c in args.contenders]
+    wanted = [c for c in ("labelprob", "offline", *HTTP_CONTENDERS) if c in args.contenders]
     measures: dict[str, Measure] = {}
     with contextlib.ExitStack() as stack:
         if "labelprob" in wanted or args.accounting_texts > 0:
             child, target = stack.enter_context(entered(labelprob_server(run.log_dir)))
             log("labelprob: starting")
-        if "vllm-http" in wanted:
-            http, base_url = stack.enter_context(
-                entered(vllm_http_server(plan.model_path, run.log_dir))
+        servers = {}
+        for name in https:
+            pinned = name == "vllm-http"
+            servers[name] = stack.enter_context(
+                entered(vllm_http_server(plan.model_path, run.log_dir, pinned))
             )
-            log("vllm-http: starting")
+            log(f"{name}: starting")
         if "offline" in wanted:
             offline = stack.enter_context(OfflineEngine(plan, run.log_dir))
             log("offline: starting")
@@ -95,11 +104,11 @@ def engine_rounds(run: Run) -> None:
             measures["labelprob"] = lambda w, p, tag: bench_labelprob(
                 target, child.pid, plan, w, p, args.concurrency, args.batch_size
             )
-        if "vllm-http" in wanted:
-            http.wait_ready(lambda: http_ok(f"{base_url}/health"))
+        for name, (http, base_url) in servers.items():
+            http.wait_ready(lambda url=base_url: http_ok(f"{url}/health"))
             asyncio.run(http_load(base_url, plan, plan.warmup, args.concurrency, args.batch_size))
-            measures["vllm-http"] = lambda w, p, tag: bench_vllm_http(
-                base_url, http.pid, plan, p, args.concurrency, args.batch_size
+            measures[name] = functools.partial(
+                bench_http_contender, name, base_url, http.pid, plan, args
             )
         if "offline" in wanted:
             offline.wait_ready()
@@ -125,6 +134,22 @@ def engine_rounds(run: Run) -> None:
             run.accounting = token_accounting(
                 target, run.builder, data, args.accounting_texts, exclude
             )
+
+
+def bench_http_contender(
+    name: str,
+    base_url: str,
+    pid: int,
+    plan: Plan,
+    args: argparse.Namespace,
+    workload: Workload,
+    prompts: list[list[int]],
+    tag: str,
+) -> Result:
+    result = bench_vllm_http(base_url, pid, plan, prompts, args.concurrency, args.batch_size)
+    if name != "vllm-http":
+        result.contender = f"{result.contender} at vLLM's defaults"
+    return result
 
 
 def transformers_phase(run: Run) -> None:

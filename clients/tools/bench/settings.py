@@ -12,7 +12,9 @@ from typing import Any
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 DATASETS = {"mr": "mr_sentences.jsonl", "bbc": "bbc_news.jsonl", "hwu": "hwu64_intents.jsonl"}
 ACCOUNTING_DATASET = "hwu"
-CONTENDERS = ("labelprob", "offline", "vllm-http", "transformers")
+# vllm-http runs at labelprob's engine settings; vllm-http-defaults at vLLM's own (opt-in).
+HTTP_CONTENDERS = ("vllm-http", "vllm-http-defaults")
+CONTENDERS = ("labelprob", "offline", *HTTP_CONTENDERS, "transformers")
 LOOPBACK = "127.0.0.1"
 SERVED_NAME = "SmolLM2-135M-Instruct"
 START_TIMEOUT_S = 900.0

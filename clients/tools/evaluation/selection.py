@@ -161,14 +161,14 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
                 combined = await client.classify(text, ClassifyParams(labels, options=POOLED))
                 layouts = {}
-                for name in spec.layouts:
+                for layout in spec.layouts:
                     options = pb.ScoringOptions(
                         calibration=pb.CALIBRATION_CONTEXTUAL,
                         method=pb.SCORING_METHOD_DIRECT,
-                        template=name,
+                        template=layout,
                     )
                     read = await client.classify(text, ClassifyParams(labels, options=options))
-                    layouts[name] = {
+                    layouts[layout] = {
                         "raw": [lb.logprob for lb in read.labels],
                         "calibrated": [lb.score for lb in read.labels],
                     }
