@@ -134,8 +134,25 @@ PLAIN_TEMPLATE = Template(
     answer_prefix="Label:",
     label_lead=" ",
 )
-CHAT_TEMPLATE = Template(name="chat")
-BUILTIN_TEMPLATES = {t.name: t for t in (CHAT_TEMPLATE, PLAIN_TEMPLATE, MINIMAL_TEMPLATE)}
+# The default: the peer's plain user message under the model's own system prompt, the
+# answer opened with "Label:" and identifier-like labels read as words. Chosen over the
+# listed layout below by the selection scan's layouts (README, Accuracy), on two models.
+CHAT_TEMPLATE = Template(
+    name="chat",
+    system="",
+    default_instruction="Classify the text into one of these labels: {labels}.",
+    task="{instruction}\nAnswer with the label only.\n\n{examples}",
+    question="",
+    label_line="{name}",
+    label_line_described="{name} ({description})",
+    label_separator=", ",
+)
+# The earlier default: labelprob's system message, the labels as a list, the question
+# restated after the text.
+LISTED_TEMPLATE = Template(name="listed")
+BUILTIN_TEMPLATES = {
+    t.name: t for t in (CHAT_TEMPLATE, LISTED_TEMPLATE, PLAIN_TEMPLATE, MINIMAL_TEMPLATE)
+}
 DEFAULT_TEMPLATE = "chat"
 
 
@@ -198,9 +215,17 @@ def render_user_message(
     text: str,
 ) -> str:
     label_list = render_label_list(template, labels)
+    own = template.default_instruction.format(labels=label_list)
+    if (
+        instruction
+        and "{labels}" not in template.task
+        and "{labels}" in template.default_instruction
+    ):
+        # Only the template's own instruction lists the labels: it follows the caller's.
+        instruction = f"{instruction}\n{own}"
     task = template.task.format(
         # Only the template's own instruction is a format string; a caller's is taken as is.
-        instruction=instruction or template.default_instruction.format(labels=label_list),
+        instruction=instruction or own,
         labels=label_list,
         examples=render_examples(template, examples),
     )

@@ -8,6 +8,7 @@ import pytest
 
 from labelprob.server.errors import InvalidArgument
 from labelprob.server.prompts import (
+    BUILTIN_TEMPLATES,
     CHAT_TEMPLATE,
     PLAIN_TEMPLATE,
     ExampleSpec,
@@ -41,13 +42,30 @@ def test_shared_parts_come_before_the_text() -> None:
 def test_chat_template_opens_the_assistant_turn() -> None:
     examples = [ExampleSpec("I loved it", "positive")]
     parts = render_prompt_parts(CHAT_TEMPLATE, "", LABELS, examples, fake_chat)
-    assert parts.prefix.startswith("<|system|>You are a text classifier.")
-    assert "<|user|>Classify the text" in parts.prefix
+    # The model's own system prompt (no system message); the labels on one line.
+    assert parts.prefix.startswith(
+        "<|user|>Classify the text into one of these labels: "
+        "positive (the writer likes it), negative.\nAnswer with the label only.\n\n"
+    )
     assert "Text: I loved it\nLabel: positive" in parts.prefix
     # The assistant turn is opened with the answer cue; labels follow after a space.
-    assert parts.suffix.endswith("<|end|><|assistant|>Label:")
+    assert parts.suffix == "<|end|><|assistant|>Label:"
     assert parts.label_lead == " "
     assert not parts.add_special_tokens
+
+
+def test_a_callers_instruction_keeps_the_label_list() -> None:
+    parts = render_prompt_parts(CHAT_TEMPLATE, "Rate the review.", LABELS, [], fake_chat)
+    assert parts.prefix.startswith(
+        "<|user|>Rate the review.\nClassify the text into one of these labels: "
+        "positive (the writer likes it), negative.\n"
+    )
+    # A template whose task lists the labels itself takes the caller's instruction alone.
+    listed = render_prompt_parts(BUILTIN_TEMPLATES["listed"], "Rate it.", LABELS, [], fake_chat)
+    assert "<|user|>Rate it.\n\nLabels:\n- positive: the writer likes it\n- negative" in (
+        listed.prefix
+    )
+    assert listed.prefix.startswith("<|system|>You are a text classifier.")
 
 
 def test_chat_style_falls_back_to_plain_without_a_chat_template() -> None:

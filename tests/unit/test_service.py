@@ -78,7 +78,7 @@ def test_model_info_reports_the_settings_and_the_engine() -> None:
     assert info.max_context_tokens == 777
     assert (info.max_labels, info.max_batch_texts) == (512, 1024)
     assert info.default_calibration == pb.CALIBRATION_AUTO
-    assert set(info.templates) == {"chat", "plain", "minimal", "bare"}
+    assert set(info.templates) == {"chat", "listed", "plain", "minimal", "bare"}
     assert info.chat_template is False
     assert info.vocab_size == 1000
 
