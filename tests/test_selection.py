@@ -87,6 +87,19 @@ def test_layout_table_pools_each_layout_with_the_channel() -> None:
     ]
 
 
+def test_scan_of_one_set_prints_its_layouts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    layout = {"a": {"calibrated": [0.0, -1.0], "raw": [0.0, -1.0]}}
+    r = Row("only", "text", "x", ["x", "y"], 4, WRONG, RIGHT, RIGHT, WRONG, layout)
+    path = tmp_path / "scores.jsonl"
+    path.write_text(json.dumps(vars(r)) + "\n")
+    assert selection.main(["scan", str(path)]) == 0  # no fold to hold out: layouts only
+    out = capsys.readouterr().out
+    assert "held out" not in out
+    assert "a: raw direct" in out and "100.0" in out
+
+
 @pytest.mark.engine
 def test_collect_reads_each_score_from_the_real_server(
     tiny_server, tiny_client, tiny_model_dir: Path, tmp_path: Path

@@ -79,7 +79,7 @@ def engine_rounds(run: Run) -> None:
     percent of one core, the same for each contender.
     """
     args, plan = run.args, run.plan
-    https = [c for c in HTTP_CONTENDERS if c in args.contenders]
+    http_wanted = [c for c in HTTP_CONTENDERS if c in args.contenders]
     wanted = [c for c in ("labelprob", "offline", *HTTP_CONTENDERS) if c in args.contenders]
     measures: dict[str, Measure] = {}
     with contextlib.ExitStack() as stack:
@@ -87,7 +87,7 @@ def engine_rounds(run: Run) -> None:
             child, target = stack.enter_context(entered(labelprob_server(run.log_dir)))
             log("labelprob: starting")
         servers = {}
-        for name in https:
+        for name in http_wanted:
             pinned = name == "vllm-http"
             servers[name] = stack.enter_context(
                 entered(vllm_http_server(plan.model_path, run.log_dir, pinned))

@@ -231,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.step == "scan":
         by_set = read_rows(args.scores)
-        rows = leave_one_out(by_set, args.by)
-        print(text_table(["held out", "best pool on the others", "accuracy", "peer"], rows))
+        if len(by_set) > 1:  # a held-out set needs others to choose on
+            rows = leave_one_out(by_set, args.by)
+            print(text_table(["held out", "best pool on the others", "accuracy", "peer"], rows))
         if any(r.layouts for rows in by_set.values() for r in rows):
             print()
             print(text_table(["layout: pool", *by_set], layout_table(by_set)))
