@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from labelprob.server.errors import InvalidArgument
@@ -134,18 +134,11 @@ PLAIN_TEMPLATE = Template(
     answer_prefix="Label:",
     label_lead=" ",
 )
-# The default: the peer's plain user message under the model's own system prompt, the
-# answer opened with "Label:" and identifier-like labels read as words. Chosen over the
-# listed layout below by the selection scan's layouts (README, Accuracy), on two models.
-CHAT_TEMPLATE = Template(
-    name="chat",
-    system="",
-    default_instruction="Classify the text into one of these labels: {labels}.",
-    task="{instruction}\nAnswer with the label only.\n\n{examples}",
-    question="",
-    label_line="{name}",
-    label_line_described="{name} ({description})",
-    label_separator=", ",
+# The default: the peer's prompt, with the answer opened by "Label:" and identifier-like
+# labels read as words. Chosen over the listed layout below by the selection scan's layouts
+# (README, Accuracy), on two models.
+CHAT_TEMPLATE = replace(
+    MINIMAL_TEMPLATE, name="chat", answer_prefix="Label:", label_lead=" ", label_wording="words"
 )
 # The earlier default: labelprob's system message, the labels as a list, the question
 # restated after the text.

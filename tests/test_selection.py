@@ -100,6 +100,21 @@ def test_scan_of_one_set_prints_its_layouts(
     assert "a: raw direct" in out and "100.0" in out
 
 
+def test_the_compared_layouts_load_and_each_names_its_base() -> None:
+    import tomllib
+
+    from labelprob.server.prompts import BUILTIN_TEMPLATES, load_templates
+
+    path = Path(selection.__file__).with_name("layouts.toml")
+    tables = tomllib.loads(path.read_text())
+    # A table without "extends" would start from whatever the server's default is.
+    assert all("extends" in table for table in tables.values())
+    templates = load_templates(path)
+    assert set(templates) == set(BUILTIN_TEMPLATES) | set(tables)
+    assert templates["own_system_inline_answer"].label_separator == ", "  # via its base
+    assert templates["own_system_inline_answer"].answer_prefix == "Answer:"
+
+
 @pytest.mark.engine
 def test_collect_reads_each_score_from_the_real_server(
     tiny_server, tiny_client, tiny_model_dir: Path, tmp_path: Path

@@ -161,10 +161,12 @@ def bench_vllm_http(
     prompts: Sequence[Sequence[int]],
     concurrency: int,
     batch_size: int,
+    contender: str = "vLLM HTTP /generative_scoring",
 ) -> Result:
     with cpu_meter(pgid) as cpu:
         result = asyncio.run(http_load(base_url, plan, prompts, concurrency, batch_size))
     result.cpu = cpu
+    result.contender = contender
     return result
 
 

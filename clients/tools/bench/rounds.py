@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,8 +106,11 @@ def engine_rounds(run: Run) -> None:
         for name, (http, base_url) in servers.items():
             http.wait_ready(lambda url=base_url: http_ok(f"{url}/health"))
             asyncio.run(http_load(base_url, plan, plan.warmup, args.concurrency, args.batch_size))
-            measures[name] = functools.partial(
-                bench_http_contender, name, base_url, http.pid, plan, args
+            title = "vLLM HTTP /generative_scoring"
+            if name != "vllm-http":
+                title += " at vLLM's defaults"
+            measures[name] = lambda w, p, tag, url=base_url, pid=http.pid, title=title: (
+                bench_vllm_http(url, pid, plan, p, args.concurrency, args.batch_size, title)
             )
         if "offline" in wanted:
             offline.wait_ready()
@@ -134,22 +136,6 @@ def engine_rounds(run: Run) -> None:
             run.accounting = token_accounting(
                 target, run.builder, data, args.accounting_texts, exclude
             )
-
-
-def bench_http_contender(
-    name: str,
-    base_url: str,
-    pid: int,
-    plan: Plan,
-    args: argparse.Namespace,
-    workload: Workload,
-    prompts: list[list[int]],
-    tag: str,
-) -> Result:
-    result = bench_vllm_http(base_url, pid, plan, prompts, args.concurrency, args.batch_size)
-    if name != "vllm-http":
-        result.contender = f"{result.contender} at vLLM's defaults"
-    return result
 
 
 def transformers_phase(run: Run) -> None:
