@@ -72,19 +72,35 @@ class Method(enum.Enum):
         return self is not Method.DIRECT
 
 
-def combined_scores(direct: Sequence[float] | None, channel: Sequence[float] | None) -> list[float]:
+# The pool of the direct read and the channel: softmax((direct + w(n) * channel) / T), with
+# w(n) = CHANNEL_WEIGHT_SCALE / ln(n + 1) for a text of n tokens. Chosen by
+# leave-one-dataset-out on held-out log-loss and checked on a second model family (README,
+# "The pool"): the channel's log-prob sums over the text's tokens, whose evidence is far from
+# independent, so a fixed weight makes long texts overconfident and short ones timid.
+CHANNEL_WEIGHT_SCALE = 2.0
+POOL_TEMPERATURE = 1.4
+
+
+def channel_weight(text_tokens: int) -> float:
+    """The channel's weight in the pool: 1 at about 6 tokens, 0.43 at 100."""
+    return CHANNEL_WEIGHT_SCALE / math.log(max(text_tokens, 1) + 1)
+
+
+def combined_scores(
+    direct: Sequence[float] | None, channel: Sequence[float] | None, text_tokens: int = 1
+) -> list[float]:
     """What is normalized over the labels: the direct scores (calibrated), the channel
-    log-probabilities log P(text | label), or, with both, their mean: the logarithmic
-    opinion pool of the two estimates with equal weights, softmax(d/2 + c/2), whose
-    normalized form is the geometric mean of the two label distributions. The product
-    alone (weights 1 and 1) ranks the same but is overconfident."""
+    log-probabilities log P(text | label) of a text of ``text_tokens`` tokens, or, with both,
+    their pool: a logarithmic opinion pool whose channel weight falls with the text's
+    length, at the pool's temperature."""
     if direct is None and channel is None:
         raise ValueError("no scores to combine")
     if channel is None:
         return list(direct)  # type: ignore[arg-type]
     if direct is None:
         return list(channel)
-    return [(d + c) / 2 for d, c in zip(direct, channel, strict=True)]
+    weight = channel_weight(text_tokens)
+    return [(d + weight * c) / POOL_TEMPERATURE for d, c in zip(direct, channel, strict=True)]
 
 
 class Decision(enum.Enum):

@@ -98,6 +98,28 @@ def test_domain_pmi_subtracts_the_premise_log_probs(tiny_client: Client, tiny_re
     assert [lb.probability for lb in result.labels] == pytest.approx(expected, abs=1e-9)
 
 
+def test_combined_pools_the_direct_read_and_the_channel(
+    tiny_client: Client, tiny_model_dir
+) -> None:
+    """COMBINED normalizes (direct + 2 / ln(n + 1) x channel) / 1.4 for a text of n tokens
+    (README, "The pool"): checked against the server's own direct and channel reads."""
+    from transformers import AutoTokenizer
+
+    labels, text = ["sports", "business"], "The team won the match in extra time."
+    n = len(AutoTokenizer.from_pretrained(tiny_model_dir).encode(text, add_special_tokens=False))
+
+    def read(method: int) -> list[pb.LabelScore]:
+        ask = pb.ScoringOptions(method=method, calibration=pb.CALIBRATION_NONE)
+        return list(tiny_client.classify(text, ClassifyParams(labels, options=ask)).labels)
+
+    direct, channel = read(pb.SCORING_METHOD_DIRECT), read(pb.SCORING_METHOD_CHANNEL)
+    combined = read(pb.SCORING_METHOD_COMBINED)
+    weight = 2 / math.log(n + 1)
+    want = [(d.score + weight * c.channel_logprob) / 1.4 for d, c in zip(direct, channel)]
+    assert [lb.score for lb in combined] == pytest.approx(want, abs=1e-3)
+    assert [lb.probability for lb in combined] == pytest.approx(softmax(want), abs=1e-4)
+
+
 def test_decision_thresholds(tiny_client: Client) -> None:
     base = {"calibration": pb.CALIBRATION_NONE}
     low = pb.DecisionThresholds(min_top_probability=0.01)

@@ -24,6 +24,11 @@ def test_a_pool_adds_the_weighted_channel_to_the_direct_read() -> None:
     assert selection.pooled(r, Pool(False, "sum", 2.0)) == [-13.0, -8.0]
     assert selection.pooled(r, Pool(False, "sqrt", 2.0)) == [-5.0, -4.0]
     assert selection.pooled(r, Pool(True, "mean", 3.0)) == pytest.approx([-2.5, -1.1])
+    by_log = 2.0 / math.log(9 + 1)  # the channel divided by ln(tokens + 1)
+    assert selection.pooled(r, Pool(False, "log", 2.0)) == pytest.approx(
+        [-1.0 - 6.0 * by_log, -2.0 - 3.0 * by_log]
+    )
+    assert selection.pooled(r, Pool(False, "sum", 2.0), temperature=2.0) == [-6.5, -4.0]
 
 
 def test_the_held_out_set_gets_the_pool_the_others_prefer() -> None:
@@ -35,7 +40,7 @@ def test_the_held_out_set_gets_the_pool_the_others_prefer() -> None:
         "c": [row("c", WRONG, [0.0, -3.0])] * 3,
     }
     held_a = selection.leave_one_out(by_set, by="mean")[0]
-    assert held_a[0] == "a" and held_a[2:] == ["0.0", "100.0"]
+    assert held_a[0] == "a" and (held_a[3], held_a[5]) == ("0.0", "100.0")
     assert "channel" in held_a[1]
     weight = float(held_a[1].split(" + ")[1].split(" x ")[0])
     assert weight * 3 > 1  # the channel outweighs the direct read's margin of 1 on b and c
@@ -52,7 +57,7 @@ def test_by_margin_the_pool_must_gain_on_every_training_set() -> None:
     }
 
     def held_a(by: str) -> tuple[str, float]:
-        _, pool, accuracy, peer = selection.leave_one_out(by_set, by)[0]
+        _, pool, _, accuracy, _, peer = selection.leave_one_out(by_set, by)[0]
         assert peer == "100.0"
         return accuracy, float(pool.split(" + ")[1].split(" x ")[0])
 
@@ -62,6 +67,27 @@ def test_by_margin_the_pool_must_gain_on_every_training_set() -> None:
     assert accuracy == "100.0" and weight * 3 > 1
 
 
+def test_by_log_loss_the_temperature_follows_how_often_the_training_sets_are_wrong() -> None:
+    # No channel evidence (equal per label): every pool scores the direct read's margin of 1.
+    flat = [-2.0, -2.0]
+
+    def held_a(b_and_c: list[list[float]]) -> list[str]:
+        by_set = {
+            "a": [row("a", RIGHT, flat)] * 2,
+            "b": [row("b", d, flat) for d in b_and_c],
+            "c": [row("c", d, flat) for d in b_and_c],
+        }
+        return selection.leave_one_out(by_set, by="nll")[0]
+
+    # Always right on the others: as sharp as allowed.
+    assert held_a([RIGHT, RIGHT])[2] == str(min(selection.TEMPERATURES)).removesuffix(".0")
+    # Right half the time: as soft as allowed; the held-out set, always right by a margin of
+    # 1, is then underconfident: P(x) = sigmoid(1 / 4), its ECE 1 - that.
+    soft = held_a([RIGHT, WRONG])
+    assert soft[2] == "4" and soft[3] == "100.0"
+    assert float(soft[4]) == pytest.approx(1 - 1 / (1 + math.exp(-0.25)), abs=1e-3)
+
+
 def test_scan_reads_collected_rows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [row(name, RIGHT, WRONG) for name in ("mr", "news", "intents")]
     path = tmp_path / "scores.jsonl"
@@ -69,7 +95,9 @@ def test_scan_reads_collected_rows(tmp_path: Path, capsys: pytest.CaptureFixture
     assert selection.main(["scan", str(path)]) == 0
     out = capsys.readouterr().out
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["mr", "news", "intents"]
-    assert math.isclose(len(selection.POOLS), 2 * (1 + 3 * (len(selection.WEIGHTS) - 1)))
+    # Per direct kind: no channel, or each norm at each non-zero weight.
+    norms = len(selection.CHANNEL_NORMS)
+    assert len(selection.POOLS) == 2 * (1 + norms * (len(selection.WEIGHTS) - 1))
 
 
 def test_layout_table_pools_each_layout_with_the_channel() -> None:
@@ -82,7 +110,7 @@ def test_layout_table_pools_each_layout_with_the_channel() -> None:
     by_set = {"s": [with_layout([-3.0, 0.0]), with_layout([-0.5, 0.0])]}
     assert selection.layout_table(by_set) == [
         ["peer", "0.0"],
-        ["a: calibrated direct + 1 x channel/sum", "50.0"],
+        ["a: the server's pool", "50.0"],
         ["a: raw direct", "0.0"],
     ]
 

@@ -38,6 +38,7 @@ class ChannelScores:
     logprobs: list[float]
     usage: Usage
     truncated: bool
+    text_tokens: int  # what each log-prob sums over
 
 
 class ChannelReader:
@@ -78,7 +79,7 @@ class ChannelReader:
         for head, (logprob, cached) in zip(channel.heads, rows, strict=True):
             logprobs.append(logprob)
             usage.add(Usage(prompt_tokens=len(head) + len(text_ids), cached_tokens=cached, reads=1))
-        return ChannelScores(logprobs, usage, fitted.truncated)
+        return ChannelScores(logprobs, usage, fitted.truncated, len(text_ids))
 
     async def _score(
         self, head: tuple[int, ...], text_ids: list[int], cache_salt: str | None

@@ -31,13 +31,17 @@ class ScoredText:
         return None if self.channel is None else self.channel.logprobs
 
     @property
+    def text_tokens(self) -> int:
+        return 1 if self.channel is None else self.channel.text_tokens
+
+    @property
     def final(self) -> list[float]:
         """What is normalized over the labels."""
-        return scoring.combined_scores(self.calibrated, self.channel_logprobs)
+        return scoring.combined_scores(self.calibrated, self.channel_logprobs, self.text_tokens)
 
     @property
     def uncalibrated(self) -> list[float]:
-        return scoring.combined_scores(self.scores, self.channel_logprobs)
+        return scoring.combined_scores(self.scores, self.channel_logprobs, self.text_tokens)
 
 
 def channel_only(ctx: RequestContext, channel: ChannelScores) -> RawScores:

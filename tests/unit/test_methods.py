@@ -1,7 +1,7 @@
 """Scoring methods over a fake engine: the noisy channel (the text scored after a request for
-each label) and COMBINED (the equal-weight pool of the direct calibrated scores and the
-channel log-probabilities: the geometric mean of the two label distributions), through the
-classify path and the real servicer in process.
+each label) and COMBINED (the pool of the direct calibrated scores and the channel
+log-probabilities, the channel weighted 2 / ln(n + 1) for a text of n tokens, at temperature
+1.4), through the classify path and the real servicer in process.
 
 Expected values are computed here by hand from the scripted probabilities."""
 
@@ -25,6 +25,9 @@ from tests.unit.paths import classify, classify_one, probabilities, task
 log = math.log
 REQUEST = "Write a text that is "
 TEXT = "goal scored"  # the fake tokenizer's pieces: "goal", " scored"
+# The pool, as README "The pool" specifies it, for TEXT's 2 tokens.
+CHANNEL_WEIGHT = 2 / log(2 + 1)
+TEMPERATURE = 1.4
 NAMES = ("sports", "world_news", "tech")
 # log P(piece | request for the label), by the label as the request words it.
 CHANNEL = {
@@ -52,16 +55,14 @@ def softmax(scores: dict[str, float]) -> dict[str, float]:
     return {k: math.exp(v) / z for k, v in scores.items()}
 
 
-def geometric_mean(p: dict[str, float], q: dict[str, float]) -> dict[str, float]:
-    """The normalized geometric mean of two distributions over the same labels."""
-    g = {k: math.sqrt(p[k] * q[k]) for k in p}
-    z = sum(g.values())
-    return {k: v / z for k, v in g.items()}
+def pooled(direct: dict[str, float]) -> dict[str, float]:
+    """COMBINED's scores from direct log-scores and the channel, by hand."""
+    return {n: (direct[n] + CHANNEL_WEIGHT * channel_sum(n)) / TEMPERATURE for n in NAMES}
 
 
 def combined(direct: dict[str, float]) -> dict[str, float]:
-    """COMBINED's distribution from direct log-scores and the channel, by hand."""
-    return geometric_mean(softmax(direct), softmax({n: channel_sum(n) for n in NAMES}))
+    """COMBINED's distribution."""
+    return softmax(pooled(direct))
 
 
 DIRECT_LOGS = {n: log(p) for n, p in DIRECT_BY_NAME.items()}
@@ -111,10 +112,8 @@ def test_combined_pools_the_direct_and_channel_distributions() -> None:
     options = Options(calibration=Calibration.NONE, method=Method.COMBINED)
     result = classify_one(fake, task(*NAMES), TEXT, options=options)
     assert probabilities(result) == pytest.approx(combined(DIRECT_LOGS))
-    # The score normalized is the mean of the two log-scores.
-    assert [lb.score for lb in result.labels] == pytest.approx(
-        [(DIRECT_LOGS[n] + channel_sum(n)) / 2 for n in NAMES]
-    )
+    # The score normalized is the pool of the two log-scores.
+    assert [lb.score for lb in result.labels] == pytest.approx(list(pooled(DIRECT_LOGS).values()))
     assert [lb.channel_logprob for lb in result.labels] == pytest.approx(
         [channel_sum(n) for n in NAMES]
     )
@@ -146,9 +145,7 @@ def test_combined_calibrates_the_direct_part_only() -> None:
     prior = {"sports": 0.6, "world_news": 0.3, "tech": 0.1}  # already sums to 1
     calibrated = {n: log(DIRECT_BY_NAME[n] / direct_total) - log(prior[n]) for n in NAMES}
     assert probabilities(result) == pytest.approx(combined(calibrated))
-    assert [lb.score for lb in result.labels] == pytest.approx(
-        [(calibrated[n] + channel_sum(n)) / 2 for n in NAMES]
-    )
+    assert [lb.score for lb in result.labels] == pytest.approx(list(pooled(calibrated).values()))
     assert [lb.uncalibrated_probability for lb in result.labels] == pytest.approx(
         list(combined(DIRECT_LOGS).values())
     )

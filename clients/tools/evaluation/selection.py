@@ -1,13 +1,16 @@
 """Leave-one-dataset-out selection of how the direct read and the noisy channel are pooled.
 
-How the server's default method was chosen, reproducible: each selection text's per-label
+How the server's default pool was chosen, reproducible: each selection text's per-label
 scores are collected once from a running server (the direct read's raw and contextually
 calibrated log-probs, and the channel's), then every pool is scored offline. A pool adds
 the direct read (raw or calibrated) and ``weight`` times the channel log-prob: summed over
-the text's tokens, or divided by the square root of their number, or by their number.
-Each data set is held out in turn: the pool best on the others (by default the one whose
-smallest gain over the peer is largest; ``--by mean``: mean accuracy) is reported on it,
-beside the faithful peer row. Use rows the report does not (``--skip``).
+the text's tokens, or divided by the square root of their number, by the log of their
+number plus one, or by their number; the sum is divided by a temperature. Each data set is
+held out in turn: the pool best on the others is reported on it, beside the faithful peer
+row. Best by ``nll`` (the default): the pool and temperature of lowest mean log-loss on the
+others, a proper score that rewards being right and being sure only when right; by
+``margin``: the largest smallest gain over the peer; by ``mean``: the mean accuracy (the
+temperature then fitted by log-loss). Use rows the report does not (``--skip``).
 
     python -m labelprob.tools.evaluation.selection collect DATA.jsonl... --out scores.jsonl
     python -m labelprob.tools.evaluation.selection scan scores.jsonl
@@ -25,13 +28,16 @@ from pathlib import Path
 
 from labelprob.client import AsyncClient, ClassifyParams
 from labelprob.client.client import DEFAULT_TARGET
+from labelprob.server import scoring
 from labelprob.tools.evaluation.configs import PEER
 from labelprob.tools.evaluation.datasets import load_dataset
+from labelprob.tools.evaluation.metrics import expected_calibration_error
 from labelprob.tools.reports import text_table
 from labelprob.v1 import classifier_pb2 as pb
 
 WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-CHANNEL_NORMS = ("sum", "sqrt", "mean")
+CHANNEL_NORMS = ("sum", "sqrt", "log", "mean")
+TEMPERATURES = (1.0, 1.4, 2.0, 2.8, 4.0)
 
 
 @dataclass(frozen=True)
@@ -72,19 +78,23 @@ POOLS = tuple(
 )
 
 
-def pooled(row: Row, pool: Pool) -> list[float]:
+def channel_divisor(norm: str, tokens: int) -> float:
+    n = max(tokens, 1)
+    return {"sum": 1.0, "sqrt": math.sqrt(n), "log": math.log(n + 1), "mean": float(n)}[norm]
+
+
+def pooled(row: Row, pool: Pool, temperature: float = 1.0) -> list[float]:
     direct = row.calibrated if pool.calibrated else row.direct
-    divisor = {"sum": 1.0, "sqrt": math.sqrt(row.tokens), "mean": float(row.tokens)}[pool.norm]
-    return [
-        d + pool.weight * c / max(divisor, 1.0) for d, c in zip(direct, row.channel, strict=True)
-    ]
+    weight = pool.weight / channel_divisor(pool.norm, row.tokens)
+    return [(d + weight * c) / temperature for d, c in zip(direct, row.channel, strict=True)]
+
+
+def top(scores: Sequence[float]) -> int:
+    return max(range(len(scores)), key=scores.__getitem__)
 
 
 def accuracy(rows: Sequence[Row], scores: Sequence[Sequence[float]]) -> float:
-    right = sum(
-        r.labels[max(range(len(s)), key=s.__getitem__)] == r.truth
-        for r, s in zip(rows, scores, strict=True)
-    )
+    right = sum(r.labels[top(s)] == r.truth for r, s in zip(rows, scores, strict=True))
     return 100.0 * right / len(rows)
 
 
@@ -92,28 +102,63 @@ def pool_accuracy(rows: Sequence[Row], pool: Pool) -> float:
     return accuracy(rows, [pooled(r, pool) for r in rows])
 
 
-def leave_one_out(by_set: dict[str, list[Row]], by: str = "margin") -> list[list[str]]:
-    """Per held-out set: the pool best on the others, its held-out accuracy and the peer's.
-    Best by ``margin``: the largest smallest gain over the peer; by ``mean``: accuracy."""
+def log_loss(rows: Sequence[Row], pool: Pool, temperature: float) -> float:
+    """Mean -log P(truth) under the pool's distribution."""
+    total = 0.0
+    for r in rows:
+        scores = pooled(r, pool, temperature)
+        total += scoring.logsumexp(scores) - scores[r.labels.index(r.truth)]
+    return total / len(rows)
+
+
+def calibration_error(rows: Sequence[Row], pool: Pool, temperature: float) -> float:
+    confidences, correct = [], []
+    for r in rows:
+        probabilities = scoring.softmax(pooled(r, pool, temperature))
+        confidences.append(max(probabilities))
+        correct.append(r.labels[top(probabilities)] == r.truth)
+    return expected_calibration_error(confidences, correct) or 0.0
+
+
+def fitted_temperature(sets: Sequence[Sequence[Row]], pool: Pool) -> float:
+    """The temperature of lowest log-loss, each set weighing the same."""
+    return min(TEMPERATURES, key=lambda t: sum(log_loss(rows, pool, t) for rows in sets))
+
+
+def leave_one_out(by_set: dict[str, list[Row]], by: str = "nll") -> list[list[str]]:
+    """Per held-out set: the pool (and temperature) best on the others, its held-out
+    accuracy and ECE, and the peer's accuracy."""
     table = {p: {name: pool_accuracy(rows, p) for name, rows in by_set.items()} for p in POOLS}
     peer = {name: accuracy(rows, [r.peer for r in rows]) for name, rows in by_set.items()}
     out = []
-    for held in by_set:
+    for held, held_rows in by_set.items():
         others = [name for name in by_set if name != held]
+        training = [by_set[n] for n in others]
+        if by == "nll":
+            losses = {
+                (p, t): sum(log_loss(rows, p, t) for rows in training)
+                for p in POOLS
+                for t in TEMPERATURES
+            }
+            best, temperature = min(losses, key=losses.__getitem__)
+        else:
 
-        def merit(pool: Pool, others: list[str] = others) -> float:
-            if by == "mean":
-                return sum(table[pool][n] for n in others)
-            return min(table[pool][n] - peer[n] for n in others)
+            def merit(pool: Pool, others: list[str] = others) -> float:
+                if by == "mean":
+                    return sum(table[pool][n] for n in others)
+                return min(table[pool][n] - peer[n] for n in others)
 
-        best = max(POOLS, key=merit)
-        out.append([held, best.name, f"{table[best][held]:.1f}", f"{peer[held]:.1f}"])
+            best = max(POOLS, key=merit)
+            temperature = fitted_temperature(training, best)
+        ece = calibration_error(held_rows, best, temperature)
+        out.append([held, best.name, f"{temperature:g}", f"{table[best][held]:.1f}",
+                    f"{ece:.3f}", f"{peer[held]:.1f}"])  # fmt: skip
     return out
 
 
 def layout_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
-    """Per prompt layout and set: the default's pool (the calibrated direct read plus the
-    summed channel) with that layout's direct read, and its raw direct read alone."""
+    """Per prompt layout and set: the server's pool (labelprob.server.scoring) of that
+    layout's calibrated direct read and the channel, and its raw direct read alone."""
     names = sorted({name for rows in by_set.values() for r in rows for name in r.layouts})
     out = [["peer", *(f"{accuracy(rows, [r.peer for r in rows]):.1f}" for rows in by_set.values())]]
     for name in names:
@@ -123,11 +168,11 @@ def layout_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
                 kept = [r for r in rows if name in r.layouts]
                 direct = [r.layouts[name][kind] for r in kept]
                 scores = direct if kind == "raw" else [
-                    [d + c for d, c in zip(ds, r.channel, strict=True)]
+                    scoring.combined_scores(ds, r.channel, r.tokens)
                     for ds, r in zip(direct, kept, strict=True)
                 ]  # fmt: skip
                 cells.append(f"{accuracy(kept, scores):.1f}" if kept else "")
-            pool = "calibrated direct + 1 x channel/sum" if kind == "calibrated" else "raw direct"
+            pool = "the server's pool" if kind == "calibrated" else "raw direct"
             out.append([f"{name}: {pool}", *cells])
     return out
 
@@ -146,20 +191,22 @@ class Collection:
     layouts: Sequence[str] = ()  # server template names whose direct reads are collected too
 
 
-# COMBINED with contextual calibration: its label results carry the raw direct log-prob,
-# the channel's, and the pooled score (the mean of the calibrated direct read and channel).
-POOLED = pb.ScoringOptions(calibration=pb.CALIBRATION_CONTEXTUAL, method=pb.SCORING_METHOD_COMBINED)
+# The direct read calibrated (its label results carry the raw log-prob and the calibrated
+# score), and the channel alone.
+DIRECT = pb.ScoringOptions(calibration=pb.CALIBRATION_CONTEXTUAL, method=pb.SCORING_METHOD_DIRECT)
+CHANNEL = pb.ScoringOptions(calibration=pb.CALIBRATION_NONE, method=pb.SCORING_METHOD_CHANNEL)
 
 
 async def collect_rows(spec: Collection) -> list[Row]:
-    """Two requests a text: the peer's, and the pooled one."""
+    """Three requests a text: the peer's, the direct read and the channel."""
     gate = asyncio.Semaphore(spec.concurrency)
     async with AsyncClient(spec.target, timeout=900) as client:
 
         async def one(name: str, text: str, truth: str, labels: list[str]) -> Row:
             async with gate:
                 peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
-                combined = await client.classify(text, ClassifyParams(labels, options=POOLED))
+                direct = await client.classify(text, ClassifyParams(labels, options=DIRECT))
+                channel = await client.classify(text, ClassifyParams(labels, options=CHANNEL))
                 layouts = {}
                 for layout in spec.layouts:
                     options = pb.ScoringOptions(
@@ -179,9 +226,9 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 labels,
                 tokens=spec.count_tokens(text),
                 peer=[lb.logprob for lb in peer.labels],
-                direct=[lb.logprob for lb in combined.labels],
-                calibrated=[2 * lb.score - lb.channel_logprob for lb in combined.labels],
-                channel=[lb.channel_logprob for lb in combined.labels],
+                direct=[lb.logprob for lb in direct.labels],
+                calibrated=[lb.score for lb in direct.labels],
+                channel=[lb.channel_logprob for lb in channel.labels],
                 layouts=layouts,
             )
 
@@ -223,17 +270,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     scan.add_argument("scores", type=Path)
     scan.add_argument(
         "--by",
-        choices=("margin", "mean"),
-        default="margin",
-        help="a pool's merit on the training sets: its smallest gain over the peer, or its "
-        "mean accuracy",
+        choices=("nll", "margin", "mean"),
+        default="nll",
+        help="a pool's merit on the training sets: its mean log-loss (with its temperature), "
+        "its smallest gain over the peer, or its mean accuracy",
     )
     args = parser.parse_args(argv)
     if args.step == "scan":
         by_set = read_rows(args.scores)
         if len(by_set) > 1:  # a held-out set needs others to choose on
             rows = leave_one_out(by_set, args.by)
-            print(text_table(["held out", "best pool on the others", "accuracy", "peer"], rows))
+            header = ["held out", "best pool on the others", "temperature", "accuracy", "ECE"]
+            print(text_table([*header, "peer"], rows))
         if any(r.layouts for rows in by_set.values() for r in rows):
             print()
             print(text_table(["layout: pool", *by_set], layout_table(by_set)))
