@@ -496,6 +496,26 @@ def test_failed_requests_are_counted_not_dropped(
         assert r["answered"] == 0 and r["accuracy"] is None
 
 
+@engine
+def test_several_servers_in_one_run_get_a_table_each(
+    tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, report_path = yes_no_file(tmp_path, rows=4), tmp_path / "report.json"
+    code = cmd.main([
+        str(data), "--target", tiny_server.target, "--target", tiny_server.target,
+        "--configs", "auto:none", "--timeout", "120", "--report", str(report_path), "-q",
+    ])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    runs = json.loads(report_path.read_text())["runs"]
+    assert len(runs) == 2
+    model = runs[0]["server"]["model"]
+    assert out.count(f"**{model}** ({tiny_server.target})") == 2
+    assert out.count("| yesno | peer | 4 |") == 2
+    # The same server twice: the same answers.
+    assert runs[0]["results"][1]["per_text"] == runs[1]["results"][1]["per_text"]
+
+
 @pytest.mark.embedded
 def test_embedded_model_on_movie_reviews(
     embedded_server: ServerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path

@@ -115,7 +115,8 @@ def test_combined_pools_the_direct_read_and_the_channel(
     direct, channel = read(pb.SCORING_METHOD_DIRECT), read(pb.SCORING_METHOD_CHANNEL)
     combined = read(pb.SCORING_METHOD_COMBINED)
     weight = 2 / math.log(n + 1)
-    want = [(d.score + weight * c.channel_logprob) / 1.4 for d, c in zip(direct, channel)]
+    pairs = zip(direct, channel, strict=True)
+    want = [(d.score + weight * c.channel_logprob) / 1.4 for d, c in pairs]
     assert [lb.score for lb in combined] == pytest.approx(want, abs=1e-3)
     assert [lb.probability for lb in combined] == pytest.approx(softmax(want), abs=1e-4)
 

@@ -11,7 +11,12 @@ from pathlib import Path
 from labelprob.client.client import CALIBRATIONS, DEFAULT_TARGET, MODES
 from labelprob.tools.evaluation.configs import DEFAULT_CONFIGS, NORMALIZATIONS, parse_configs
 from labelprob.tools.evaluation.datasets import load_dataset, unique_names
-from labelprob.tools.evaluation.report import EXIT_RPC_ERRORS, EXIT_USAGE, format_markdown
+from labelprob.tools.evaluation.report import (
+    EXIT_RPC_ERRORS,
+    EXIT_USAGE,
+    EvalReport,
+    format_markdown,
+)
 from labelprob.tools.evaluation.runner import (
     DEFAULT_TIMEOUT_S,
     EvalSettings,
@@ -30,7 +35,13 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="FILE.jsonl")
-    parser.add_argument("--target", default=DEFAULT_TARGET, help="server address host:port")
+    parser.add_argument(
+        "--target",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"server address (default {DEFAULT_TARGET}); repeat it to evaluate several "
+        "servers, e.g. two models, in one run: one table each, headed by the server's model",
+    )
     parser.add_argument(
         "--configs",
         default=DEFAULT_CONFIGS,
@@ -84,22 +95,27 @@ def _error(message: str) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    targets = args.target or [DEFAULT_TARGET]
     try:
         if args.limit is not None and args.limit < 1:
             raise ValueError("--limit must be >= 1")
         if args.max_chars is not None and args.max_chars < 1:
             raise ValueError("--max-chars must be >= 1")
-        settings = EvalSettings(
-            target=args.target,
-            configs=parse_configs(args.configs, args.batch_size),
-            instruction=args.instruction,
-            template=args.template,
-            concurrency=args.concurrency,
-            timeout_s=args.timeout,
-            batch_size=args.batch_size,
-            progress=not args.quiet,
-        )
-        settings.validate()
+        settings = [
+            EvalSettings(
+                target=target,
+                configs=parse_configs(args.configs, args.batch_size),
+                instruction=args.instruction,
+                template=args.template,
+                concurrency=args.concurrency,
+                timeout_s=args.timeout,
+                batch_size=args.batch_size,
+                progress=not args.quiet,
+            )
+            for target in targets
+        ]
+        for one in settings:
+            one.validate()
         datasets = [
             load_dataset(
                 path,
@@ -115,21 +131,44 @@ def run_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         _error(str(exc))
         return EXIT_USAGE
-    try:
-        report = asyncio.run(evaluate(datasets, settings))
-    except ValueError as exc:
-        _error(str(exc))
-        return EXIT_USAGE
-    except ServerUnreachable as exc:
-        _error(str(exc))
-        return EXIT_RPC_ERRORS
-    print(format_markdown(report))
+    reports = []
+    for one in settings:
+        try:
+            report = asyncio.run(evaluate(datasets, one))
+        except ValueError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+        except ServerUnreachable as exc:
+            _error(str(exc))
+            return EXIT_RPC_ERRORS
+        if len(settings) > 1:
+            print(f"**{(report.server or {}).get('model', '')}** ({one.target})\n")
+        print(format_markdown(report))
+        if len(settings) > 1:
+            print()
+        reports.append(report)
+    write_outputs(args, reports)
+    for report in reports:
+        report_errors(report)
+    return max(report.exit_code for report in reports)
+
+
+def write_outputs(args: argparse.Namespace, reports: list[EvalReport]) -> None:
+    """The JSON report (one server's, or {"runs": [...]} for several) and the plots (one
+    folder per server when there are several)."""
     if args.report is not None:
-        write_json(args.report, report.to_dict())
+        if len(reports) == 1:
+            write_json(args.report, reports[0].to_dict())
+        else:
+            write_json(args.report, {"runs": [r.to_dict() for r in reports]})
     if args.plots is not None:
         from labelprob.tools.evaluation.plots import write_plots  # matplotlib, when asked
 
-        write_plots(report, args.plots)
+        for i, report in enumerate(reports):
+            write_plots(report, args.plots if len(reports) == 1 else args.plots / str(i + 1))
+
+
+def report_errors(report: EvalReport) -> None:
     if report.errors:
         codes = Counter[str]()
         for r in report.results:
@@ -139,7 +178,6 @@ def run_eval(args: argparse.Namespace) -> int:
             + ", ".join(f"{k} {v}" for k, v in codes.most_common())
             + "); accuracy is over the answered ones"
         )
-    return report.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
