@@ -516,6 +516,23 @@ def test_several_servers_in_one_run_get_a_table_each(
     assert runs[0]["results"][1]["per_text"] == runs[1]["results"][1]["per_text"]
 
 
+@engine
+def test_a_server_that_fails_later_in_the_run_keeps_the_earlier_results(
+    tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, report_path = yes_no_file(tmp_path, rows=2), tmp_path / "report.json"
+    code = cmd.main([
+        str(data), "--target", tiny_server.target, "--target", f"127.0.0.1:{free_port()}",
+        "--configs", "auto:none", "--timeout", "3", "--report", str(report_path), "-q",
+    ])  # fmt: skip
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "GetModelInfo failed" in captured.err
+    assert captured.out.count("| yesno | peer | 2 |") == 1
+    (first,) = json.loads(report_path.read_text())["runs"]  # the first server's run
+    assert first["server"]["model"] and first["results"][1]["answered"] == 2
+
+
 @pytest.mark.embedded
 def test_embedded_model_on_movie_reviews(
     embedded_server: ServerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path

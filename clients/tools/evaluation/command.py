@@ -131,33 +131,39 @@ def run_eval(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         _error(str(exc))
         return EXIT_USAGE
-    reports = []
+    reports, failed = [], None
     for one in settings:
         try:
             report = asyncio.run(evaluate(datasets, one))
         except ValueError as exc:
             _error(str(exc))
-            return EXIT_USAGE
+            failed = EXIT_USAGE
+            break
         except ServerUnreachable as exc:
             _error(str(exc))
-            return EXIT_RPC_ERRORS
+            failed = EXIT_RPC_ERRORS
+            break
         if len(settings) > 1:
             print(f"**{(report.server or {}).get('model', '')}** ({one.target})\n")
         print(format_markdown(report))
         if len(settings) > 1:
             print()
         reports.append(report)
-    write_outputs(args, reports)
+    # The servers evaluated before a failing one keep their results.
+    if reports:
+        write_outputs(args, reports, several=len(settings) > 1)
     for report in reports:
         report_errors(report)
+    if failed is not None:
+        return failed
     return max(report.exit_code for report in reports)
 
 
-def write_outputs(args: argparse.Namespace, reports: list[EvalReport]) -> None:
-    """The JSON report (one server's, or {"runs": [...]} for several) and the plots (one
-    folder per server when there are several)."""
+def write_outputs(args: argparse.Namespace, reports: list[EvalReport], *, several: bool) -> None:
+    """The JSON report (one server's, or {"runs": [...]} when several were asked for) and
+    the plots (one folder per server then)."""
     if args.report is not None:
-        if len(reports) == 1:
+        if not several:
             write_json(args.report, reports[0].to_dict())
         else:
             write_json(args.report, {"runs": [r.to_dict() for r in reports]})
@@ -165,7 +171,7 @@ def write_outputs(args: argparse.Namespace, reports: list[EvalReport]) -> None:
         from labelprob.tools.evaluation.plots import write_plots  # matplotlib, when asked
 
         for i, report in enumerate(reports):
-            write_plots(report, args.plots if len(reports) == 1 else args.plots / str(i + 1))
+            write_plots(report, args.plots / str(i + 1) if several else args.plots)
 
 
 def report_errors(report: EvalReport) -> None:
