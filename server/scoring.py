@@ -87,7 +87,7 @@ def channel_weight(text_tokens: int) -> float:
 
 
 def combined_scores(
-    direct: Sequence[float] | None, channel: Sequence[float] | None, text_tokens: int = 1
+    direct: Sequence[float] | None, channel: Sequence[float] | None, text_tokens: int
 ) -> list[float]:
     """What is normalized over the labels: the direct scores (calibrated), the channel
     log-probabilities log P(text | label) of a text of ``text_tokens`` tokens, or, with both,

@@ -496,15 +496,24 @@ def test_failed_requests_are_counted_not_dropped(
         assert r["answered"] == 0 and r["accuracy"] is None
 
 
+def eval_two_servers(
+    tmp_path: Path, first: str, second: str, *, rows: int, timeout: float = 120
+) -> tuple[int, Path]:
+    """`labelprob eval` of a yes/no file against two servers in one run: its exit code and
+    the path of its JSON report."""
+    data, report_path = yes_no_file(tmp_path, rows=rows), tmp_path / "report.json"
+    code = cmd.main([
+        str(data), "--target", first, "--target", second, "--configs", "auto:none",
+        "--timeout", str(timeout), "--report", str(report_path), "-q",
+    ])  # fmt: skip
+    return code, report_path
+
+
 @engine
 def test_several_servers_in_one_run_get_a_table_each(
     tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, report_path = yes_no_file(tmp_path, rows=4), tmp_path / "report.json"
-    code = cmd.main([
-        str(data), "--target", tiny_server.target, "--target", tiny_server.target,
-        "--configs", "auto:none", "--timeout", "120", "--report", str(report_path), "-q",
-    ])  # fmt: skip
+    code, report_path = eval_two_servers(tmp_path, tiny_server.target, tiny_server.target, rows=4)
     assert code == 0
     out = capsys.readouterr().out
     runs = json.loads(report_path.read_text())["runs"]
@@ -520,11 +529,8 @@ def test_several_servers_in_one_run_get_a_table_each(
 def test_a_server_that_fails_later_in_the_run_keeps_the_earlier_results(
     tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, report_path = yes_no_file(tmp_path, rows=2), tmp_path / "report.json"
-    code = cmd.main([
-        str(data), "--target", tiny_server.target, "--target", f"127.0.0.1:{free_port()}",
-        "--configs", "auto:none", "--timeout", "3", "--report", str(report_path), "-q",
-    ])  # fmt: skip
+    dead = f"127.0.0.1:{free_port()}"
+    code, report_path = eval_two_servers(tmp_path, tiny_server.target, dead, rows=2, timeout=3)
     assert code == 1
     captured = capsys.readouterr()
     assert "GetModelInfo failed" in captured.err

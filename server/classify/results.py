@@ -32,7 +32,7 @@ class ScoredText:
 
     @property
     def text_tokens(self) -> int:
-        return 1 if self.channel is None else self.channel.text_tokens
+        return 0 if self.channel is None else self.channel.text_tokens  # 0: nothing summed
 
     @property
     def final(self) -> list[float]:

@@ -144,7 +144,7 @@ async def http_load(
     if errors == 0 and prompt_tokens != plan.prompt_tokens(prompts):
         note += f"; PROMPTS DIFFER: server {prompt_tokens}, plan {plan.prompt_tokens(prompts)}"
     return Result(
-        "vLLM HTTP /generative_scoring",
+        VLLM_HTTP,
         texts_ok,
         seconds,
         latency["p50"],
@@ -154,6 +154,9 @@ async def http_load(
     )
 
 
+VLLM_HTTP = "vLLM HTTP /generative_scoring"
+
+
 def bench_vllm_http(
     base_url: str,
     pgid: int,
@@ -161,7 +164,7 @@ def bench_vllm_http(
     prompts: Sequence[Sequence[int]],
     concurrency: int,
     batch_size: int,
-    contender: str = "vLLM HTTP /generative_scoring",
+    contender: str = VLLM_HTTP,
 ) -> Result:
     with cpu_meter(pgid) as cpu:
         result = asyncio.run(http_load(base_url, plan, prompts, concurrency, batch_size))

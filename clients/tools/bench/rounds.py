@@ -12,6 +12,7 @@ from typing import Any
 
 from labelprob.tools.bench.accounting import token_accounting
 from labelprob.tools.bench.contenders import (
+    VLLM_HTTP,
     OfflineEngine,
     bench_labelprob,
     bench_transformers,
@@ -106,9 +107,7 @@ def engine_rounds(run: Run) -> None:
         for name, (http, base_url) in servers.items():
             http.wait_ready(lambda url=base_url: http_ok(f"{url}/health"))
             asyncio.run(http_load(base_url, plan, plan.warmup, args.concurrency, args.batch_size))
-            title = "vLLM HTTP /generative_scoring"
-            if name != "vllm-http":
-                title += " at vLLM's defaults"
+            title = VLLM_HTTP if name == "vllm-http" else f"{VLLM_HTTP} at vLLM's defaults"
             measures[name] = lambda w, p, tag, url=base_url, pid=http.pid, title=title: (
                 bench_vllm_http(url, pid, plan, p, args.concurrency, args.batch_size, title)
             )

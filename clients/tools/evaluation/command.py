@@ -96,6 +96,7 @@ def _error(message: str) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     targets = args.target or [DEFAULT_TARGET]
+    several = len(targets) > 1
     try:
         if args.limit is not None and args.limit < 1:
             raise ValueError("--limit must be >= 1")
@@ -143,15 +144,15 @@ def run_eval(args: argparse.Namespace) -> int:
             _error(str(exc))
             failed = EXIT_RPC_ERRORS
             break
-        if len(settings) > 1:
+        if several:
             print(f"**{(report.server or {}).get('model', '')}** ({one.target})\n")
         print(format_markdown(report))
-        if len(settings) > 1:
+        if several:
             print()
         reports.append(report)
     # The servers evaluated before a failing one keep their results.
     if reports:
-        write_outputs(args, reports, several=len(settings) > 1)
+        write_outputs(args, reports, several=several)
     for report in reports:
         report_errors(report)
     if failed is not None:

@@ -120,27 +120,27 @@ def calibration_error(rows: Sequence[Row], pool: Pool, temperature: float) -> fl
     return expected_calibration_error(confidences, correct) or 0.0
 
 
-def fitted_temperature(sets: Sequence[Sequence[Row]], pool: Pool) -> float:
-    """The temperature of lowest log-loss, each set weighing the same."""
-    return min(TEMPERATURES, key=lambda t: sum(log_loss(rows, pool, t) for rows in sets))
-
-
 def leave_one_out(by_set: dict[str, list[Row]], by: str = "nll") -> list[list[str]]:
     """Per held-out set: the pool (and temperature) best on the others, its held-out
     accuracy and ECE, and the peer's accuracy."""
     table = {p: {name: pool_accuracy(rows, p) for name, rows in by_set.items()} for p in POOLS}
+    # Each set's log-loss under every pool and temperature, computed once for all folds.
+    losses = {
+        (p, t): {name: log_loss(rows, p, t) for name, rows in by_set.items()}
+        for p in POOLS
+        for t in TEMPERATURES
+    }
     peer = {name: accuracy(rows, [r.peer for r in rows]) for name, rows in by_set.items()}
     out = []
     for held, held_rows in by_set.items():
         others = [name for name in by_set if name != held]
-        training = [by_set[n] for n in others]
+
+        def training_loss(pool: Pool, t: float, others: list[str] = others) -> float:
+            """Each training set weighs the same."""
+            return sum(losses[pool, t][n] for n in others)
+
         if by == "nll":
-            losses = {
-                (p, t): sum(log_loss(rows, p, t) for rows in training)
-                for p in POOLS
-                for t in TEMPERATURES
-            }
-            best, temperature = min(losses, key=losses.__getitem__)
+            best, temperature = min(losses, key=lambda key: training_loss(*key))
         else:
 
             def merit(pool: Pool, others: list[str] = others) -> float:
@@ -149,7 +149,7 @@ def leave_one_out(by_set: dict[str, list[Row]], by: str = "nll") -> list[list[st
                 return min(table[pool][n] - peer[n] for n in others)
 
             best = max(POOLS, key=merit)
-            temperature = fitted_temperature(training, best)
+            temperature = min(TEMPERATURES, key=lambda t: training_loss(best, t))
         ece = calibration_error(held_rows, best, temperature)
         out.append([held, best.name, f"{temperature:g}", f"{table[best][held]:.1f}",
                     f"{ece:.3f}", f"{peer[held]:.1f}"])  # fmt: skip
