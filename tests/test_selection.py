@@ -31,6 +31,15 @@ def test_a_pool_adds_the_weighted_channel_to_the_direct_read() -> None:
     assert selection.pooled(r, Pool(False, "sum", 2.0), temperature=2.0) == [-6.5, -4.0]
 
 
+def test_the_mean_of_two_label_orders_averages_their_label_distributions() -> None:
+    # Two reads over 2 labels: probabilities (0.8, 0.2) and (0.5, 0.5), unnormalized.
+    forward = [math.log(0.8) + 3.0, math.log(0.2) + 3.0]
+    backward = [math.log(0.5) - 1.0, math.log(0.5) - 1.0]
+    assert selection.mean_of_orders(forward, backward) == pytest.approx(
+        [(math.log(0.8) + math.log(0.5)) / 2, (math.log(0.2) + math.log(0.5)) / 2]
+    )
+
+
 def test_the_held_out_set_gets_the_pool_the_others_prefer() -> None:
     # On "a" the direct read is right and the channel wrong; on "b" and "c" the reverse,
     # so both prefer a heavy channel, which costs "a" every text.
@@ -158,7 +167,7 @@ def test_collect_reads_each_score_from_the_real_server(
     out = tmp_path / "scores.jsonl"
     args = ["collect", str(data), "--out", str(out), "--target", tiny_server.target,
             "--tokenizer", str(tiny_model_dir), "--skip", "0", "--limit", "2",
-            "--layouts", "plain"]  # fmt: skip
+            "--layouts", "plain", "--reversed"]  # fmt: skip
     assert selection.main(args) == 0
     assert list(selection.read_rows(out)) == ["topics"]  # each row keeps its data set's name
     (rows,) = selection.read_rows(out).values()
@@ -167,7 +176,7 @@ def test_collect_reads_each_score_from_the_real_server(
     labels = rows[0].labels
     assert sorted(labels) == ["business", "sports"]
 
-    def scores(text: str, field: str, **options: object) -> list[float]:
+    def scores(text: str, field: str, labels: list[str] = labels, **options: object) -> list[float]:
         params = ClassifyParams(labels, options=pb.ScoringOptions(**options))
         result = tiny_client.classify(text, params)
         return [getattr(lb, field) for lb in result.labels]
@@ -194,6 +203,27 @@ def test_collect_reads_each_score_from_the_real_server(
             scores(r.text, "score", **plain), abs=1e-3
         )
         assert r.layouts["plain"]["raw"] != pytest.approx(r.direct, abs=1e-3)  # another prompt
+        # The labels listed in reverse: another prompt, scores kept in the row's label order.
+        reversed_labels = labels[::-1]
+        reversed_read = scores(
+            r.text, "score", labels=reversed_labels, method=direct, calibration=contextual
+        )
+        backward = dict(zip(reversed_labels, reversed_read, strict=True))
+        assert r.layouts[selection.REVERSED]["calibrated"] == pytest.approx(
+            [backward[name] for name in labels], abs=1e-3
+        )
+        both = r.layouts[selection.BOTH_ORDERS]["calibrated"]
+        forward_p = softmax(r.calibrated)
+        backward_p = softmax([backward[name] for name in labels])
+        assert both == pytest.approx(
+            [(math.log(f) + math.log(b)) / 2 for f, b in zip(forward_p, backward_p, strict=True)],
+            abs=1e-3,
+        )
+
+
+def softmax(scores: list[float]) -> list[float]:
+    exps = [math.exp(x - max(scores)) for x in scores]
+    return [e / sum(exps) for e in exps]
 
 
 def vars_of(options: object) -> dict[str, object]:

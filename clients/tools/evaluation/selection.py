@@ -13,6 +13,8 @@ others, a proper score that rewards being right and being sure only when right; 
 temperature then fitted by log-loss). Use rows the report does not (``--skip``).
 
     python -m labelprob.tools.evaluation.selection collect DATA.jsonl... --out scores.jsonl
+        # --layouts a,b: other prompt layouts' direct reads; --reversed: the labels listed
+        # in reverse, and the mean of both orders (each printed pooled by `scan`)
     python -m labelprob.tools.evaluation.selection scan scores.jsonl
 """
 
@@ -189,16 +191,59 @@ class Collection:
     max_chars: int
     concurrency: int
     layouts: Sequence[str] = ()  # server template names whose direct reads are collected too
+    reversed_order: bool = False  # also read the labels listed in reverse (layouts below)
 
 
 # The direct read calibrated (its label results carry the raw log-prob and the calibrated
 # score), and the channel alone.
 DIRECT = pb.ScoringOptions(calibration=pb.CALIBRATION_CONTEXTUAL, method=pb.SCORING_METHOD_DIRECT)
 CHANNEL = pb.ScoringOptions(calibration=pb.CALIBRATION_NONE, method=pb.SCORING_METHOD_CHANNEL)
+# With --reversed: the direct read with the label list reversed, and the mean of both orders.
+REVERSED, BOTH_ORDERS = "labels reversed", "both label orders"
+
+
+def mean_of_orders(forward: Sequence[float], backward: Sequence[float]) -> list[float]:
+    """The mean of two reads' label log-distributions (each normalized over the labels)."""
+    pairs = zip(scoring.log_normalize(forward), scoring.log_normalize(backward), strict=True)
+    return [(f + b) / 2 for f, b in pairs]
+
+
+def direct_scores(result: pb.Classification, labels: Sequence[str]) -> dict[str, list[float]]:
+    """A direct read's raw and calibrated scores, in the order of ``labels``."""
+    by_name = {lb.name: lb for lb in result.labels}
+    return {
+        "raw": [by_name[name].logprob for name in labels],
+        "calibrated": [by_name[name].score for name in labels],
+    }
+
+
+async def read_layouts(
+    client: AsyncClient,
+    spec: Collection,
+    text: str,
+    labels: list[str],
+    forward: pb.Classification,
+) -> dict[str, dict[str, list[float]]]:
+    """The direct reads of the other layouts (and label orders) asked for."""
+    layouts = {}
+    for layout in spec.layouts:
+        options = pb.ScoringOptions(
+            calibration=pb.CALIBRATION_CONTEXTUAL, method=pb.SCORING_METHOD_DIRECT, template=layout
+        )
+        read = await client.classify(text, ClassifyParams(labels, options=options))
+        layouts[layout] = direct_scores(read, labels)
+    if spec.reversed_order:
+        backward = await client.classify(text, ClassifyParams(labels[::-1], options=DIRECT))
+        layouts[REVERSED] = direct_scores(backward, labels)
+        layouts[BOTH_ORDERS] = {
+            kind: mean_of_orders(scores, layouts[REVERSED][kind])
+            for kind, scores in direct_scores(forward, labels).items()
+        }
+    return layouts
 
 
 async def collect_rows(spec: Collection) -> list[Row]:
-    """Three requests a text: the peer's, the direct read and the channel."""
+    """Three requests a text: the peer's, the direct read and the channel (and one a layout)."""
     gate = asyncio.Semaphore(spec.concurrency)
     async with AsyncClient(spec.target, timeout=900) as client:
 
@@ -207,18 +252,7 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
                 direct = await client.classify(text, ClassifyParams(labels, options=DIRECT))
                 channel = await client.classify(text, ClassifyParams(labels, options=CHANNEL))
-                layouts = {}
-                for layout in spec.layouts:
-                    options = pb.ScoringOptions(
-                        calibration=pb.CALIBRATION_CONTEXTUAL,
-                        method=pb.SCORING_METHOD_DIRECT,
-                        template=layout,
-                    )
-                    read = await client.classify(text, ClassifyParams(labels, options=options))
-                    layouts[layout] = {
-                        "raw": [lb.logprob for lb in read.labels],
-                        "calibrated": [lb.score for lb in read.labels],
-                    }
+                layouts = await read_layouts(client, spec, text, labels, direct)
             return Row(
                 name,
                 text,
@@ -266,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="comma list of server template names whose direct reads are collected too "
         "(e.g. those of layouts.toml, served with --templates-file)",
     )
+    collect.add_argument(
+        "--reversed",
+        action="store_true",
+        help=f"also read the labels listed in reverse, as the layouts '{REVERSED}' and "
+        f"'{BOTH_ORDERS}' (the mean of the two orders)",
+    )
     scan = steps.add_parser("scan", help="leave-one-dataset-out over the pools")
     scan.add_argument("scores", type=Path)
     scan.add_argument(
@@ -298,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
     spec = Collection(args.target, args.datasets, count_tokens, args.limit, args.skip,
-                      args.max_chars, args.concurrency, layouts)  # fmt: skip
+                      args.max_chars, args.concurrency, layouts, args.reversed)  # fmt: skip
     rows = asyncio.run(collect_rows(spec))
     args.out.write_text("".join(json.dumps(vars(r)) + "\n" for r in rows))
     return 0
