@@ -16,13 +16,12 @@ from labelprob.server.config import EngineSettings
 from labelprob.server.cpu_quota import CpuBudget, cpu_budget
 from labelprob.server.dtype import cpu_has_native_bf16, resolve_dtype
 from labelprob.server.errors import EngineUnavailable
+from labelprob.server.tokenization import chat_renderer, direct_encoder
 
 log = structlog.get_logger(__name__)
 
 # How often the watchdog checks that the engine process is alive.
 WATCHDOG_PERIOD_S = 1.0
-# Strings the direct tokenizer path must encode exactly as transformers does before it is used.
-ENCODE_PROBES = (" positive", "Hello, world!", "naïve café 12,345.67", "  two  spaces\n\tand tab")
 
 
 @dataclass(frozen=True)
@@ -60,44 +59,6 @@ def configure_cpu_environment(settings: EngineSettings, cpu: CpuBudget | None = 
     # attribute 'finalize_loading'"), so every start compiled the model again; torch's own
     # compile cache loads: a restart takes 34 s instead of about 95.
     os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-
-
-def direct_encoder(tokenizer: object) -> object | None:
-    """A private copy of a fast tokenizer's Rust tokenizer, when it encodes like transformers.
-
-    Every request tokenizes its text on the event loop. Through transformers, one text
-    goes through the batch path (and vLLM's pool of tokenizer copies); under load that
-    costs several times the tokenization itself. The copy is used only by this process's
-    event loop, and only if it gives transformers' ids on the probes (some tokenizer
-    classes add Python-side rules, and those keep the transformers path).
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    from tokenizers import Tokenizer
-
-    copy = Tokenizer.from_str(backend.to_str())
-    for text in ENCODE_PROBES:
-        for special in (False, True):
-            want = list(tokenizer.encode(text, add_special_tokens=special))  # type: ignore[attr-defined]
-            if copy.encode(text, add_special_tokens=special).ids != want:
-                log.info("tokenizer: transformers path", reason=f"differs on {text!r}")
-                return None
-    return copy
-
-
-def chat_renderer(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
-    """Renders chat messages with the tokenizer's template (assistant turn opened, thinking
-    off), or None when it has none."""
-    if not getattr(tokenizer, "chat_template", None):
-        return None
-
-    def render(messages: list[dict[str, str]]) -> str:
-        return tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
-
-    return render
 
 
 def detect_device(requested: str) -> str:

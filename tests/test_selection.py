@@ -212,6 +212,13 @@ def test_collect_reads_each_score_from_the_real_server(
         assert r.layouts[selection.REVERSED]["calibrated"] == pytest.approx(
             [backward[name] for name in labels], abs=1e-3
         )
+        raw_read = scores(
+            r.text, "logprob", labels=reversed_labels, method=direct, calibration=none
+        )
+        raw_backward = dict(zip(reversed_labels, raw_read, strict=True))
+        assert r.layouts[selection.REVERSED]["raw"] == pytest.approx(
+            [raw_backward[name] for name in labels], abs=1e-3
+        )
         both = r.layouts[selection.BOTH_ORDERS]["calibrated"]
         forward_p = softmax(r.calibrated)
         backward_p = softmax([backward[name] for name in labels])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from labelprob.server.engine import direct_encoder
+from labelprob.server.tokenization import direct_encoder
 from tests.tiny_model import build_tokenizer
 
 TEXTS = ["Label: positive", "Play some jazz music.", "  spaced\tout\n", "ünïcödé 42", ""]

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from labelprob.server.classify import Classifier, PreparedTask, Task
-from labelprob.server.engine import chat_renderer
 from labelprob.server.labels import Mode, Read, TokenIds, plan_reads, resolve_mode
 from labelprob.server.prompts import LabelSpec, load_templates
+from labelprob.server.tokenization import chat_renderer
 from labelprob.tools.bench.settings import DATASETS, ENGINE_ARGS
 from labelprob.tools.loadtest.workload import Workload, load_jsonl_workload, shuffled
 

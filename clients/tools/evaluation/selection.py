@@ -243,7 +243,8 @@ async def read_layouts(
 
 
 async def collect_rows(spec: Collection) -> list[Row]:
-    """Three requests a text: the peer's, the direct read and the channel (and one a layout)."""
+    """Three requests a text (the peer's, the direct read, the channel), and one more for
+    each other layout or label order asked for."""
     gate = asyncio.Semaphore(spec.concurrency)
     async with AsyncClient(spec.target, timeout=900) as client:
 
