@@ -222,7 +222,7 @@ async def read_layouts(
     spec: Collection,
     text: str,
     labels: list[str],
-    forward: pb.Classification,
+    forward: dict[str, list[float]],
 ) -> dict[str, dict[str, list[float]]]:
     """The direct reads of the other layouts (and label orders) asked for."""
     layouts = {}
@@ -237,7 +237,7 @@ async def read_layouts(
         layouts[REVERSED] = direct_scores(backward, labels)
         layouts[BOTH_ORDERS] = {
             kind: mean_of_orders(scores, layouts[REVERSED][kind])
-            for kind, scores in direct_scores(forward, labels).items()
+            for kind, scores in forward.items()
         }
     return layouts
 
@@ -253,7 +253,8 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 peer = await client.classify(text, ClassifyParams(labels, options=PEER.options()))
                 direct = await client.classify(text, ClassifyParams(labels, options=DIRECT))
                 channel = await client.classify(text, ClassifyParams(labels, options=CHANNEL))
-                layouts = await read_layouts(client, spec, text, labels, direct)
+                forward = direct_scores(direct, labels)
+                layouts = await read_layouts(client, spec, text, labels, forward)
             return Row(
                 name,
                 text,
@@ -261,8 +262,8 @@ async def collect_rows(spec: Collection) -> list[Row]:
                 labels,
                 tokens=spec.count_tokens(text),
                 peer=[lb.logprob for lb in peer.labels],
-                direct=[lb.logprob for lb in direct.labels],
-                calibrated=[lb.score for lb in direct.labels],
+                direct=forward["raw"],
+                calibrated=forward["calibrated"],
                 channel=[lb.channel_logprob for lb in channel.labels],
                 layouts=layouts,
             )
