@@ -9,7 +9,16 @@ label tokenized as the continuation of the prompt.
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+
+def softmax(logprobs: list[float]) -> list[float]:
+    """Scores normalized over the labels, as probabilities."""
+    top = max(logprobs)
+    weights = [math.exp(x - top) for x in logprobs]
+    return [w / sum(weights) for w in weights]
 
 
 def encode(tokenizer, text: str, *, bos: bool = False) -> list[int]:

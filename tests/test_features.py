@@ -18,12 +18,6 @@ LABELS = ["positive", "negative", "neutral"]
 TEXTS = ["The team won the final.", "Stocks fell sharply.", "Play some jazz.", "Set an alarm."]
 
 
-def softmax(logprobs: list[float]) -> list[float]:
-    top = max(logprobs)
-    weights = [math.exp(x - top) for x in logprobs]
-    return [w / sum(weights) for w in weights]
-
-
 def divided_by_mean(dist: list[float], dists: list[list[float]]) -> list[float]:
     """A distribution divided by the mean of others, renormalized: what contextual and
     batch calibration do."""
@@ -57,8 +51,8 @@ def test_contextual_calibration_divides_out_the_content_free_distribution(
     )
     assert calibrated.calibration == pb.CALIBRATION_CONTEXTUAL
     # Expected from the raw label log-probs of the text and of the content-free inputs.
-    rows = [softmax(raw_logprobs(tiny_client, t)) for t in content_free]
-    text_dist = softmax(raw_logprobs(tiny_client, text))
+    rows = [oracle.softmax(raw_logprobs(tiny_client, t)) for t in content_free]
+    text_dist = oracle.softmax(raw_logprobs(tiny_client, text))
     expected = divided_by_mean(text_dist, rows)
     assert [lb.probability for lb in calibrated.labels] == pytest.approx(expected, abs=1e-3)
     assert [lb.uncalibrated_probability for lb in calibrated.labels] == pytest.approx(
@@ -72,7 +66,7 @@ def test_contextual_calibration_divides_out_the_content_free_distribution(
 def test_batch_calibration_uses_the_batch_statistics(tiny_client: Client) -> None:
     params = ClassifyParams(LABELS, options=options(calibration=pb.CALIBRATION_BATCH))
     batch = tiny_client.classify_batch(TEXTS, params)
-    dists = [softmax([lb.logprob for lb in r.labels]) for r in batch.results]
+    dists = [oracle.softmax([lb.logprob for lb in r.labels]) for r in batch.results]
     expected = [divided_by_mean(d, dists) for d in dists]
     for result, want in zip(batch.results, expected, strict=True):
         assert result.calibration == pb.CALIBRATION_BATCH
@@ -94,7 +88,7 @@ def test_domain_pmi_subtracts_the_premise_log_probs(tiny_client: Client, tiny_re
         ids = oracle.tokens_after(tokenizer, parts.prefix + parts.suffix, " " + lb.name)
         premise_logprob = sum(oracle.label_logprobs(model, prompt, ids[: len(lb.tokens)]))
         assert lb.score == pytest.approx(lb.logprob - premise_logprob, abs=2e-3)
-    expected = softmax([lb.score for lb in result.labels])
+    expected = oracle.softmax([lb.score for lb in result.labels])
     assert [lb.probability for lb in result.labels] == pytest.approx(expected, abs=1e-9)
 
 
@@ -118,7 +112,7 @@ def test_combined_pools_the_direct_read_and_the_channel(
     pairs = zip(direct, channel, strict=True)
     want = [(d.score + weight * c.channel_logprob) / 1.4 for d, c in pairs]
     assert [lb.score for lb in combined] == pytest.approx(want, abs=1e-3)
-    assert [lb.probability for lb in combined] == pytest.approx(softmax(want), abs=1e-4)
+    assert [lb.probability for lb in combined] == pytest.approx(oracle.softmax(want), abs=1e-4)
 
 
 def test_decision_thresholds(tiny_client: Client) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from labelprob.tools.evaluation import selection
 from labelprob.tools.evaluation.selection import Pool, Row
+from tests.oracle import softmax
 
 RIGHT, WRONG = [0.0, -1.0], [-1.0, 0.0]  # scores of labels x and y; x is the truth
 
@@ -226,11 +227,6 @@ def test_collect_reads_each_score_from_the_real_server(
             [(math.log(f) + math.log(b)) / 2 for f, b in zip(forward_p, backward_p, strict=True)],
             abs=1e-3,
         )
-
-
-def softmax(scores: list[float]) -> list[float]:
-    exps = [math.exp(x - max(scores)) for x in scores]
-    return [e / sum(exps) for e in exps]
 
 
 def vars_of(options: object) -> dict[str, object]:

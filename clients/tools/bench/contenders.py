@@ -21,6 +21,8 @@ from labelprob.tools.loadtest.config import LoadConfig
 from labelprob.tools.loadtest.runner import run_load
 from labelprob.tools.loadtest.workload import Workload
 
+VLLM_HTTP = "vLLM HTTP /generative_scoring"
+
 
 def labelprob_load(
     target: str, plan: Plan, workload: Workload, concurrency: int, batch_size: int
@@ -152,9 +154,6 @@ async def http_load(
         errors,
         note,
     )
-
-
-VLLM_HTTP = "vLLM HTTP /generative_scoring"
 
 
 def bench_vllm_http(
