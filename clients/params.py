@@ -22,6 +22,7 @@ CALIBRATIONS = {
     "domain_pmi": pb.CALIBRATION_DOMAIN_PMI,
     "batch": pb.CALIBRATION_BATCH,
     "auto": pb.CALIBRATION_AUTO,
+    "online": pb.CALIBRATION_ONLINE,
 }
 
 METHODS = {

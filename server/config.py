@@ -82,8 +82,9 @@ class ClassifySettings:
         default=Calibration.AUTO,
         metadata=about(
             "--default-calibration",
-            "calibration of requests that leave it unset: auto (batch for 8+ texts, "
-            "else contextual), none, contextual, domain_pmi",
+            "calibration of requests that leave it unset: auto (with the channel: online "
+            "for 3+ labels, else contextual; without: batch for 8+ texts, else contextual), "
+            "none, contextual, domain_pmi, online",
         ),
     )
     default_method: Method = field(

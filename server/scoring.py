@@ -22,12 +22,21 @@ class Calibration(enum.Enum):
     CONTEXTUAL = "contextual"
     DOMAIN_PMI = "domain_pmi"
     BATCH = "batch"
-    AUTO = "auto"  # BATCH for large enough batches, else CONTEXTUAL
+    ONLINE = "online"  # CONTEXTUAL, moved towards the prior of the task's texts scored so far
+    AUTO = "auto"  # see resolve_calibration
 
 
 # Batch calibration estimates the label prior from the batch itself; below this many
 # texts the estimate is too noisy and contextual calibration is used instead.
 MIN_BATCH_FOR_BATCH_CALIBRATION = 8
+
+# Online calibration (README, "The online prior"): after n texts of a task, a text's direct
+# scores are (1 - w) x contextually calibrated + w x (log-normalized scores - the mean of the
+# task's earlier log-normalized scores), w = n / (n + ONLINE_PRIOR_STRENGTH). Chosen by
+# leave-one-dataset-out with the pool below; with two labels the content-free prior did at
+# least as well, so AUTO uses the online prior from three labels on.
+ONLINE_PRIOR_STRENGTH = 1.0
+MIN_LABELS_FOR_ONLINE_PRIOR = 3
 
 
 def resolve_calibration(
@@ -36,16 +45,21 @@ def resolve_calibration(
     known_offsets: bool = False,
     *,
     with_channel: bool = False,
+    labels: int = 0,
 ) -> Calibration:
     """AUTO becomes BATCH for a large enough batch, else CONTEXTUAL; BATCH needs 2 texts.
 
     ``known_offsets``: the scoring needs calibration offsets before the texts are read
     (PRUNED's bounds), so AUTO stays CONTEXTUAL: batch offsets depend on the batch's scores.
     ``with_channel``: the direct scores are pooled with the noisy channel's, and AUTO is
-    CONTEXTUAL whatever the batch size, so a text gets the same answer alone and in a batch
-    (the pooled defaults were chosen on single texts with contextual calibration).
+    ONLINE for ``labels`` >= MIN_LABELS_FOR_ONLINE_PRIOR, else CONTEXTUAL, whatever the
+    batch size (the pooled defaults were chosen on single texts).
     """
-    if calibration is Calibration.AUTO and (with_channel or known_offsets):
+    if calibration is Calibration.AUTO and known_offsets:
+        return Calibration.CONTEXTUAL
+    if calibration is Calibration.AUTO and with_channel:
+        if labels >= MIN_LABELS_FOR_ONLINE_PRIOR:
+            return Calibration.ONLINE
         return Calibration.CONTEXTUAL
     if calibration is Calibration.AUTO:
         if batch_size >= MIN_BATCH_FOR_BATCH_CALIBRATION:
@@ -217,6 +231,42 @@ def contextual_log_prior(content_free: Sequence[Sequence[float]]) -> list[float]
         for i, p in enumerate(softmax(row)):
             mean_prior[i] += p / len(content_free)
     return [math.log(max(p, 1e-12)) for p in mean_prior]
+
+
+def online_calibrated(
+    scores: Sequence[float],
+    contextual: Sequence[float],
+    task_prior: Sequence[float] | None,
+    seen: int,
+) -> list[float]:
+    """Contextual calibration moved towards an estimate of the task's own prior.
+
+    ``task_prior`` is the mean log-normalized label scores of the ``seen`` texts scored
+    earlier for the same task; the text's log-normalized scores minus it correct the label
+    bias the model shows on this task's real texts, which content-free inputs only
+    approximate. The weight grows with the evidence: seen / (seen + strength).
+    """
+    if task_prior is None or seen <= 0:
+        return list(contextual)
+    weight = seen / (seen + ONLINE_PRIOR_STRENGTH)
+    own = log_normalize(scores)
+    return [
+        (1.0 - weight) * c + weight * (s - p)
+        for c, s, p in zip(contextual, own, task_prior, strict=True)
+    ]
+
+
+def online_log_prior(
+    content_free_log_prior: Sequence[float], task_prior: Sequence[float] | None, seen: int
+) -> list[float]:
+    """What online calibration subtracts from log-normalized scores (PRUNED's offsets)."""
+    if task_prior is None or seen <= 0:
+        return list(content_free_log_prior)
+    weight = seen / (seen + ONLINE_PRIOR_STRENGTH)
+    return [
+        (1.0 - weight) * c + weight * p
+        for c, p in zip(content_free_log_prior, task_prior, strict=True)
+    ]
 
 
 def pmi_calibrated(scores: Sequence[float], premise_scores: Sequence[float]) -> list[float]:

@@ -115,6 +115,58 @@ def test_combined_pools_the_direct_read_and_the_channel(
     assert [lb.probability for lb in combined] == pytest.approx(oracle.softmax(want), abs=1e-4)
 
 
+def test_online_calibration_learns_the_task_prior_from_the_texts_it_scores(
+    tiny_client: Client,
+) -> None:
+    """Each text is calibrated against the prior of the texts of its task and scope scored
+    before it: (1 - w) x contextual + w x (log P(label | text) - their mean log P), with
+    w = n / (n + 1) after n texts. Expected from the server's raw reads, computed here."""
+    content_free = ["N/A"]
+    cf = oracle.softmax(raw_logprobs(tiny_client, content_free[0]))
+
+    def online(text: str, scope: str) -> pb.Classification:
+        ask = options(
+            calibration=pb.CALIBRATION_ONLINE,
+            method=pb.SCORING_METHOD_DIRECT,
+            content_free_inputs=content_free,
+            prior_scope=scope,
+        )
+        return tiny_client.classify(text, ClassifyParams(LABELS, options=ask))
+
+    seen: list[list[float]] = []
+    for text in TEXTS:
+        result = online(text, "online-test")
+        assert result.calibration == pb.CALIBRATION_ONLINE
+        own = [math.log(p) for p in oracle.softmax(raw_logprobs(tiny_client, text))]
+        contextual = [o - math.log(q) for o, q in zip(own, cf, strict=True)]
+        want = contextual
+        if seen:
+            w = len(seen) / (len(seen) + 1)
+            prior = [sum(row[i] for row in seen) / len(seen) for i in range(len(LABELS))]
+            pairs = zip(contextual, own, prior, strict=True)
+            want = [(1 - w) * c + w * (o - p) for c, o, p in pairs]
+        assert [lb.probability for lb in result.labels] == pytest.approx(
+            oracle.softmax(want), abs=1e-3
+        )
+        seen.append(own)
+    # Another scope learns on its own: its first text gets contextual calibration alone.
+    fresh = online(TEXTS[-1], "another-scope")
+    assert [lb.probability for lb in fresh.labels] == pytest.approx(
+        oracle.softmax(contextual), abs=1e-3
+    )
+
+
+def test_auto_calibration_with_the_channel_is_online_from_three_labels(
+    tiny_client: Client,
+) -> None:
+    def calibration(labels: list[str]) -> int:
+        ask = pb.ScoringOptions(method=pb.SCORING_METHOD_COMBINED, prior_scope="auto-test")
+        return tiny_client.classify(TEXTS[0], ClassifyParams(labels, options=ask)).calibration
+
+    assert calibration(LABELS) == pb.CALIBRATION_ONLINE
+    assert calibration(LABELS[:2]) == pb.CALIBRATION_CONTEXTUAL
+
+
 def test_decision_thresholds(tiny_client: Client) -> None:
     base = {"calibration": pb.CALIBRATION_NONE}
     low = pb.DecisionThresholds(min_top_probability=0.01)

@@ -1,5 +1,6 @@
 """Calibration: content-free and domain-premise label scores (cached per task), applied to a
-request's scores; PRUNED's offsets, known before any text is read."""
+request's scores, and the online task priors they teach; PRUNED's offsets, known before any
+text is read."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from labelprob.server import scoring
 from labelprob.server.classify.context import RequestContext
 from labelprob.server.classify.prepare import PreparedTask, TaskPreparer
 from labelprob.server.classify.reads import RawScores, ReadExecutor
+from labelprob.server.classify.task_prior import PriorKey, TaskPriors
 from labelprob.server.classify.types import Options, Task
 from labelprob.server.labels import Mode
 from labelprob.server.scoring import Calibration, LengthNorm
@@ -89,11 +91,21 @@ class Calibrator:
     """Applies a request's calibration to its label scores."""
 
     def __init__(
-        self, preparer: TaskPreparer, reader: ReadExecutor, cache: CalibrationCache
+        self,
+        preparer: TaskPreparer,
+        reader: ReadExecutor,
+        cache: CalibrationCache,
+        priors: TaskPriors | None = None,
     ) -> None:
         self.preparer = preparer
         self.reader = reader
         self.cache = cache
+        self.priors = priors if priors is not None else TaskPriors()
+
+    def prior_key(self, task: Task, options: Options, mode: Mode) -> PriorKey:
+        return PriorKey(
+            task, exact_mode(mode), options.length_norm, options.cache_salt, options.prior_scope
+        )
 
     async def _text_scores(
         self, prepared: PreparedTask, text: str, options: Options, mode: Mode
@@ -137,21 +149,32 @@ class Calibrator:
         out = []
         for raw, row in zip(raws, scores, strict=True):
             mode = exact_mode(raw.mode)
-            if ctx.calibration is Calibration.CONTEXTUAL:
-                cf = await self.content_free_scores(ctx, mode)
-                out.append(scoring.contextual_calibrated(row, cf))
-            else:
+            if ctx.calibration is Calibration.DOMAIN_PMI:
                 premise = await self.premise_scores(ctx, mode)
                 out.append(scoring.pmi_calibrated(row, premise))
+                continue
+            contextual = scoring.contextual_calibrated(
+                row, await self.content_free_scores(ctx, mode)
+            )
+            if ctx.calibration is Calibration.ONLINE:
+                contextual = ctx.prior.calibrated(row, contextual)
+            out.append(contextual)
+        if ctx.calibration is Calibration.ONLINE and ctx.prior_key is not None:
+            # Only exact reads teach the prior: PRUNED leaves some labels' scores as bounds.
+            exact = zip(raws, scores, strict=True)
+            self.priors.record(ctx.prior_key, [s for r, s in exact if r.mode is not Mode.PRUNED])
         return out
 
     async def offsets(self, ctx: RequestContext) -> list[float] | None:
         """What calibration subtracts from each label's score, up to a constant: known
         before any text is read for contextual and domain-PMI calibration (per task, cached),
         not for batch calibration, which depends on the whole batch's scores."""
-        if ctx.calibration is Calibration.CONTEXTUAL:
+        if ctx.calibration in (Calibration.CONTEXTUAL, Calibration.ONLINE):
             cf = await self.content_free_scores(ctx, Mode.FULL)
-            return scoring.contextual_log_prior(cf)
+            log_prior = scoring.contextual_log_prior(cf)
+            if ctx.calibration is Calibration.ONLINE:
+                return ctx.prior.log_prior(log_prior)
+            return log_prior
         if ctx.calibration is Calibration.DOMAIN_PMI:
             return await self.premise_scores(ctx, Mode.FULL)
         return None

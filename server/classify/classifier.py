@@ -20,6 +20,7 @@ from labelprob.server.classify.multilabel import MultiLabelClassifier
 from labelprob.server.classify.prepare import FittedText, PreparedTask, TaskPreparer
 from labelprob.server.classify.reads import RawScores, ReadExecutor
 from labelprob.server.classify.results import ScoredText, build_classification, channel_only
+from labelprob.server.classify.task_prior import EMPTY, TaskPriors
 from labelprob.server.classify.types import (
     Classification,
     CompletionRequest,
@@ -31,6 +32,7 @@ from labelprob.server.classify.types import (
 from labelprob.server.config import ClassifySettings
 from labelprob.server.labels import Mode
 from labelprob.server.prompts import DEFAULT_TEMPLATE, Template
+from labelprob.server.scoring import Calibration
 
 
 class Classifier:
@@ -59,7 +61,8 @@ class Classifier:
         )
         cache = CalibrationCache()
         self.reader = ReadExecutor(engine, self.preparer, self.budget, settings.full_reads)
-        self.calibrator = Calibrator(self.preparer, self.reader, cache)
+        self.priors = TaskPriors()
+        self.calibrator = Calibrator(self.preparer, self.reader, cache, self.priors)
         self.multi_label = MultiLabelClassifier(
             engine, self.preparer, self.budget, cache, settings.default_calibration
         )
@@ -89,8 +92,15 @@ class Classifier:
             len(texts),
             known_offsets=mode is Mode.PRUNED,
             with_channel=method.reads_channel,
+            labels=len(task.labels),
         )
-        ctx = RequestContext(task, prepared, options, mode, calibration, method)
+        prior_key, prior = None, EMPTY
+        if calibration is Calibration.ONLINE and method.reads_direct:
+            prior_key = self.calibrator.prior_key(task, options, mode)
+            prior = self.priors.snapshot(prior_key)  # before the reads: one prior a request
+        ctx = RequestContext(
+            task, prepared, options, mode, calibration, method, prior_key=prior_key, prior=prior
+        )
         offsets = None
         if method.reads_direct and mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from labelprob.server.classify.prepare import PreparedTask
+from labelprob.server.classify.task_prior import EMPTY, PriorKey, PriorSnapshot
 from labelprob.server.classify.types import Options, Task
 from labelprob.server.labels import Mode
 from labelprob.server.scoring import Calibration, Method
@@ -18,3 +19,6 @@ class RequestContext:
     mode: Mode  # concrete: AUTO resolved for these labels
     calibration: Calibration  # resolved for this request (AUTO by batch size and mode)
     method: Method = Method.DIRECT  # resolved: the request's, else the server default
+    # ONLINE calibration: where the task's prior is kept, and the prior as the request found it.
+    prior_key: PriorKey | None = None
+    prior: PriorSnapshot = EMPTY

@@ -59,6 +59,7 @@ class Options:
     multi_label: bool = False
     multi_label_threshold: float = 0.5
     method: Method | None = None  # None: the server default
+    prior_scope: str = ""  # online calibration: requests of one scope share a task prior
 
     def with_salt(self, salt: str | None) -> Options:
         return replace(self, cache_salt=salt)

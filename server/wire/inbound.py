@@ -21,6 +21,7 @@ from labelprob.server.wire.enums import CALIBRATIONS, METHODS, MODES, NORMS, TRU
 from labelprob.v1 import classifier_pb2 as pb
 
 MAX_TOP_ALTERNATIVES = 20
+MAX_PRIOR_SCOPE_CHARS = 256
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
@@ -164,6 +165,11 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
     method = _enum(options.method, METHODS, "options.method")
     if method is not None and options.multi_label:
         raise InvalidArgument("options.method", "multi_label reads yes/no per label; no method")
+    if len(options.prior_scope) > MAX_PRIOR_SCOPE_CHARS:
+        raise InvalidArgument(
+            "options.prior_scope",
+            f"{len(options.prior_scope)} characters; limit {MAX_PRIOR_SCOPE_CHARS}",
+        )
     th = options.thresholds
     threshold = options.multi_label_threshold if options.HasField("multi_label_threshold") else 0.5
     return Options(
@@ -182,6 +188,7 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         multi_label=options.multi_label,
         multi_label_threshold=_fraction(threshold, "options.multi_label_threshold"),
         method=method,
+        prior_scope=options.prior_scope,
     )
 
 

@@ -155,8 +155,10 @@ def test_combined_calibrates_the_direct_part_only() -> None:
 
 
 def test_a_server_started_with_combined_uses_it_for_unset_requests() -> None:
-    """The default calibration (AUTO) is contextual when the channel is pooled in, alone and
-    in a batch of 8 (where a direct read alone would get batch calibration)."""
+    """The default calibration (AUTO) with the channel pooled in and three labels is online:
+    the first text of a task gets contextual calibration alone; later ones, alone or in a
+    batch of 8 (where a direct read alone would get batch calibration), move towards the
+    prior of the texts scored before them."""
     content_free = answer_table({"": {" sports": log(0.6), " world": log(0.3), " tech": log(0.1)}})
     text = answer_table(DIRECT)
     fake = FakeEngine(scripted(lambda c, t: (text if TEXT in c else content_free)(c, t)))
@@ -164,14 +166,20 @@ def test_a_server_started_with_combined_uses_it_for_unset_requests() -> None:
     unset = Options()  # method and calibration left to the server
     (result,) = classify(fake, task(*NAMES), [TEXT], unset, classifier=classifier)
     assert result.method is Method.COMBINED
-    assert result.calibration is Calibration.CONTEXTUAL
+    assert result.calibration is Calibration.ONLINE
     direct_total = sum(DIRECT_BY_NAME.values())
     prior = {"sports": 0.6, "world_news": 0.3, "tech": 0.1}
     calibrated = {n: log(DIRECT_BY_NAME[n] / direct_total) - log(prior[n]) for n in NAMES}
     assert probabilities(result) == pytest.approx(combined(calibrated))
+    # One text seen (this very text): weight 1 / 2 on its own scores minus the task's prior,
+    # which are zero, and 1 / 2 on the contextually calibrated scores.
+    halfway = {n: calibrated[n] / 2 for n in NAMES}
     batch = classify(fake, task(*NAMES), [TEXT] * 8, unset, classifier=classifier)
-    assert {r.calibration for r in batch} == {Calibration.CONTEXTUAL}
-    assert all(probabilities(r) == pytest.approx(combined(calibrated)) for r in batch)
+    assert {r.calibration for r in batch} == {Calibration.ONLINE}
+    assert all(probabilities(r) == pytest.approx(combined(halfway)) for r in batch)
+    # Nine texts seen: weight 9 / 10.
+    (later,) = classify(fake, task(*NAMES), [TEXT], unset, classifier=classifier)
+    assert probabilities(later) == pytest.approx(combined({n: calibrated[n] / 10 for n in NAMES}))
 
 
 def test_a_batch_reads_the_channel_once_per_label_and_text() -> None:

@@ -7,6 +7,7 @@ import itertools
 import math
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,10 +92,11 @@ async def run_config(
     settings: EvalSettings,
 ) -> ConfigResult:
     """Classifies every text of the dataset with one config; failures are counted by status."""
+    options = config.options(settings.template)
+    # Online calibration learns from what it scores: each (run, dataset, config) starts fresh.
+    options.prior_scope = f"labelprob-eval/{uuid.uuid4().hex[:12]}/{dataset.name}/{config.name}"
     params = ClassifyParams(
-        labels=dataset.labels,
-        instruction=settings.instruction,
-        options=config.options(settings.template),
+        labels=dataset.labels, instruction=settings.instruction, options=options
     )
     per_request = config.texts_per_request(settings.batch_size)
     predictions: list[Prediction | None] = [None] * len(dataset.texts)

@@ -36,6 +36,7 @@ class Calibration(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CALIBRATION_DOMAIN_PMI: _ClassVar[Calibration]
     CALIBRATION_BATCH: _ClassVar[Calibration]
     CALIBRATION_AUTO: _ClassVar[Calibration]
+    CALIBRATION_ONLINE: _ClassVar[Calibration]
 
 class TruncationPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -66,6 +67,7 @@ CALIBRATION_CONTEXTUAL: Calibration
 CALIBRATION_DOMAIN_PMI: Calibration
 CALIBRATION_BATCH: Calibration
 CALIBRATION_AUTO: Calibration
+CALIBRATION_ONLINE: Calibration
 TRUNCATION_POLICY_UNSPECIFIED: TruncationPolicy
 TRUNCATION_POLICY_TRUNCATE: TruncationPolicy
 TRUNCATION_POLICY_REJECT: TruncationPolicy
@@ -100,7 +102,7 @@ class DecisionThresholds(_message.Message):
     def __init__(self, min_top_probability: _Optional[float] = ..., min_margin: _Optional[float] = ..., min_label_mass: _Optional[float] = ...) -> None: ...
 
 class ScoringOptions(_message.Message):
-    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method")
+    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method", "prior_scope")
     MODE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +115,7 @@ class ScoringOptions(_message.Message):
     CONTENT_FREE_INPUTS_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_PREMISE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_SCOPE_FIELD_NUMBER: _ClassVar[int]
     mode: ScoringMode
     length_normalization: LengthNormalization
     calibration: Calibration
@@ -125,7 +128,8 @@ class ScoringOptions(_message.Message):
     content_free_inputs: _containers.RepeatedScalarFieldContainer[str]
     domain_premise: str
     method: ScoringMethod
-    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ...) -> None: ...
+    prior_scope: str
+    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ..., prior_scope: _Optional[str] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("text", "labels", "instruction", "examples", "options")
