@@ -238,6 +238,7 @@ def online_calibrated(
     contextual: Sequence[float],
     task_prior: Sequence[float] | None,
     seen: int,
+    strength: float = ONLINE_PRIOR_STRENGTH,
 ) -> list[float]:
     """Contextual calibration moved towards an estimate of the task's own prior.
 
@@ -248,7 +249,7 @@ def online_calibrated(
     """
     if task_prior is None or seen <= 0:
         return list(contextual)
-    weight = seen / (seen + ONLINE_PRIOR_STRENGTH)
+    weight = seen / (seen + strength)
     own = log_normalize(scores)
     return [
         (1.0 - weight) * c + weight * (s - p)

@@ -22,14 +22,32 @@ def row(dataset: str, direct: list[float], channel: list[float], peer: list[floa
 
 def test_a_pool_adds_the_weighted_channel_to_the_direct_read() -> None:
     r = Row("a", "text", "x", ["x", "y"], 9, [0.0, 0.0], [-1.0, -2.0], [-0.5, -0.1], [-6.0, -3.0])
-    assert selection.pooled(r, Pool(False, "sum", 2.0)) == [-13.0, -8.0]
-    assert selection.pooled(r, Pool(False, "sqrt", 2.0)) == [-5.0, -4.0]
-    assert selection.pooled(r, Pool(True, "mean", 3.0)) == pytest.approx([-2.5, -1.1])
+    assert selection.pooled(r, Pool("raw", "sum", 2.0)) == [-13.0, -8.0]
+    assert selection.pooled(r, Pool("raw", "sqrt", 2.0)) == [-5.0, -4.0]
+    assert selection.pooled(r, Pool("calibrated", "mean", 3.0)) == pytest.approx([-2.5, -1.1])
     by_log = 2.0 / math.log(9 + 1)  # the channel divided by ln(tokens + 1)
-    assert selection.pooled(r, Pool(False, "log", 2.0)) == pytest.approx(
+    assert selection.pooled(r, Pool("raw", "log", 2.0)) == pytest.approx(
         [-1.0 - 6.0 * by_log, -2.0 - 3.0 * by_log]
     )
-    assert selection.pooled(r, Pool(False, "sum", 2.0), temperature=2.0) == [-6.5, -4.0]
+    assert selection.pooled(r, Pool("raw", "sum", 2.0), temperature=2.0) == [-6.5, -4.0]
+
+
+def test_online_calibration_follows_the_rows_before_each_one_from_three_labels() -> None:
+    labels = ["x", "y", "z"]
+    first, second = [math.log(0.5), math.log(0.3), math.log(0.2)], [0.0, 0.0, math.log(2)]
+    cal1, cal2 = [0.1, 0.2, 0.3], [0.3, -0.2, 0.1]
+    rows = [
+        Row("s", "a", "x", labels, 4, first, first, cal1, [0.0] * 3),
+        Row("s", "b", "y", labels, 4, second, second, cal2, [0.0] * 3),
+        Row("s", "c", "x", ["x", "y"], 4, RIGHT, RIGHT, [0.5, 0.0], [0.0] * 2),
+    ]
+    one, two, binary = selection.online_calibrated(rows)
+    assert one.online == cal1  # nothing seen yet: contextual alone
+    # One row seen: half contextual, half the row's log-distribution minus the first's.
+    own = [math.log(0.25), math.log(0.25), math.log(0.5)]
+    want = [0.5 * c + 0.5 * (o - f) for c, o, f in zip(cal2, own, first, strict=True)]
+    assert two.online == pytest.approx(want)
+    assert binary.online == [0.5, 0.0]  # two labels: contextual, as the server's AUTO
 
 
 def test_the_mean_of_two_label_orders_averages_their_label_distributions() -> None:
@@ -107,7 +125,7 @@ def test_scan_reads_collected_rows(tmp_path: Path, capsys: pytest.CaptureFixture
     assert [line.split()[0] for line in out.splitlines()[2:]] == ["mr", "news", "intents"]
     # Per direct kind: no channel, or each norm at each non-zero weight.
     norms = len(selection.CHANNEL_NORMS)
-    assert len(selection.POOLS) == 2 * (1 + norms * (len(selection.WEIGHTS) - 1))
+    assert len(selection.POOLS) == 3 * (1 + norms * (len(selection.WEIGHTS) - 1))
 
 
 def test_layout_table_pools_each_layout_with_the_channel() -> None:

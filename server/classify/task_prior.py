@@ -42,8 +42,13 @@ class PriorSnapshot:
     mean: tuple[float, ...] | None
     seen: int
 
-    def calibrated(self, scores: Sequence[float], contextual: Sequence[float]) -> list[float]:
-        return scoring.online_calibrated(scores, contextual, self.mean, self.seen)
+    def calibrated(
+        self,
+        scores: Sequence[float],
+        contextual: Sequence[float],
+        strength: float = scoring.ONLINE_PRIOR_STRENGTH,
+    ) -> list[float]:
+        return scoring.online_calibrated(scores, contextual, self.mean, self.seen, strength)
 
     def log_prior(self, content_free_log_prior: Sequence[float]) -> list[float]:
         return scoring.online_log_prior(content_free_log_prior, self.mean, self.seen)

@@ -139,6 +139,12 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.top_alternatives",
     ),
     (
+        "a prior scope longer than 256 characters",
+        "Classify",
+        classify(options=opts(prior_scope="s" * 257)),
+        "options.prior_scope",
+    ),
+    (
         "multi-label threshold above 1",
         "Classify",
         classify(options=opts(multi_label=True, multi_label_threshold=2.0)),
@@ -312,6 +318,7 @@ def test_a_zero_multi_label_threshold_is_kept() -> None:
         (pb.CALIBRATION_CONTEXTUAL, Calibration.CONTEXTUAL),
         (pb.CALIBRATION_DOMAIN_PMI, Calibration.DOMAIN_PMI),
         (pb.CALIBRATION_AUTO, Calibration.AUTO),
+        (pb.CALIBRATION_ONLINE, Calibration.ONLINE),
     ],
 )
 def test_calibrations_map_to_the_domain(value: int, expected: Calibration) -> None:

@@ -3,7 +3,8 @@
 How the server's default pool was chosen, reproducible: each selection text's per-label
 scores are collected once from a running server (the direct read's raw and contextually
 calibrated log-probs, and the channel's), then every pool is scored offline. A pool adds
-the direct read (raw or calibrated) and ``weight`` times the channel log-prob: summed over
+the direct read (raw, contextually calibrated, or calibrated online as the server's AUTO
+does: see ``online_calibrated``) and ``weight`` times the channel log-prob: summed over
 the text's tokens, or divided by the square root of their number, by the log of their
 number plus one, or by their number; the sum is divided by a temperature. Each data set is
 held out in turn: the pool best on the others is reported on it, beside the faithful peer
@@ -25,12 +26,16 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from labelprob.client import AsyncClient, ClassifyParams
 from labelprob.client.client import DEFAULT_TARGET
 from labelprob.server import scoring
+from labelprob.server.classify.task_prior import PriorKey, TaskPriors
+from labelprob.server.classify.types import LabelSpec, Task
+from labelprob.server.labels import Mode
+from labelprob.server.scoring import LengthNorm
 from labelprob.tools.evaluation.configs import PEER
 from labelprob.tools.evaluation.datasets import load_dataset
 from labelprob.tools.evaluation.metrics import expected_calibration_error
@@ -40,6 +45,7 @@ from labelprob.v1 import classifier_pb2 as pb
 WEIGHTS = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
 CHANNEL_NORMS = ("sum", "sqrt", "log", "mean")
 TEMPERATURES = (1.0, 1.4, 2.0, 2.8, 4.0)
+DIRECT_READS = ("raw", "calibrated", "online")
 
 
 @dataclass(frozen=True)
@@ -57,23 +63,43 @@ class Row:
     channel: list[float]
     # Per prompt layout (a server template name): the direct read, "raw" and "calibrated".
     layouts: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    # Calibrated online: computed from the rows before it (online_calibrated), not collected.
+    online: list[float] = field(default_factory=list)
+
+
+def online_calibrated(
+    rows: Sequence[Row], strength: float = scoring.ONLINE_PRIOR_STRENGTH
+) -> list[Row]:
+    """Each row calibrated online as the server's AUTO does with the channel: against the
+    prior of the rows of the same labels before it (in file order, as the texts were sent),
+    from three labels on; contextually calibrated otherwise."""
+    priors = TaskPriors()
+    out = []
+    for r in rows:
+        online = r.calibrated
+        if len(r.labels) >= scoring.MIN_LABELS_FOR_ONLINE_PRIOR:
+            key = PriorKey(Task(tuple(LabelSpec(n) for n in r.labels)), Mode.FULL,
+                           LengthNorm.SUM, None, r.dataset)  # fmt: skip
+            online = priors.snapshot(key).calibrated(r.direct, r.calibrated, strength)
+            priors.record(key, [r.direct])
+        out.append(replace(r, online=online))
+    return out
 
 
 @dataclass(frozen=True)
 class Pool:
-    calibrated: bool
+    direct: str  # one of DIRECT_READS
     norm: str
     weight: float
 
     @property
     def name(self) -> str:
-        direct = "calibrated" if self.calibrated else "raw"
-        return f"{direct} direct + {self.weight:g} x channel/{self.norm}"
+        return f"{self.direct} direct + {self.weight:g} x channel/{self.norm}"
 
 
 POOLS = tuple(
-    Pool(calibrated, norm, weight)
-    for calibrated in (False, True)
+    Pool(direct, norm, weight)
+    for direct in DIRECT_READS
     for norm in CHANNEL_NORMS
     for weight in WEIGHTS
     if weight > 0 or norm == "sum"  # without the channel its norm cannot matter
@@ -86,7 +112,7 @@ def channel_divisor(norm: str, tokens: int) -> float:
 
 
 def pooled(row: Row, pool: Pool, temperature: float = 1.0) -> list[float]:
-    direct = row.calibrated if pool.calibrated else row.direct
+    direct = {"raw": row.direct, "calibrated": row.calibrated, "online": row.online}[pool.direct]
     weight = pool.weight / channel_divisor(pool.norm, row.tokens)
     return [(d + weight * c) / temperature for d, c in zip(direct, row.channel, strict=True)]
 
@@ -122,9 +148,14 @@ def calibration_error(rows: Sequence[Row], pool: Pool, temperature: float) -> fl
     return expected_calibration_error(confidences, correct) or 0.0
 
 
-def leave_one_out(by_set: dict[str, list[Row]], by: str = "nll") -> list[list[str]]:
+def leave_one_out(
+    by_set: dict[str, list[Row]],
+    by: str = "nll",
+    online_strength: float = scoring.ONLINE_PRIOR_STRENGTH,
+) -> list[list[str]]:
     """Per held-out set: the pool (and temperature) best on the others, its held-out
     accuracy and ECE, and the peer's accuracy."""
+    by_set = {name: online_calibrated(rows, online_strength) for name, rows in by_set.items()}
     table = {p: {name: pool_accuracy(rows, p) for name, rows in by_set.items()} for p in POOLS}
     # Each set's log-loss under every pool and temperature, computed once for all folds.
     losses = {
@@ -317,11 +348,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a pool's merit on the training sets: its mean log-loss (with its temperature), "
         "its smallest gain over the peer, or its mean accuracy",
     )
+    scan.add_argument(
+        "--online-strength",
+        type=float,
+        default=scoring.ONLINE_PRIOR_STRENGTH,
+        help="online calibration's weight on the task prior after n texts is n / (n + this)",
+    )
     args = parser.parse_args(argv)
     if args.step == "scan":
         by_set = read_rows(args.scores)
         if len(by_set) > 1:  # a held-out set needs others to choose on
-            rows = leave_one_out(by_set, args.by)
+            rows = leave_one_out(by_set, args.by, args.online_strength)
             header = ["held out", "best pool on the others", "temperature", "accuracy", "ECE"]
             print(text_table([*header, "peer"], rows))
         if any(r.layouts for rows in by_set.values() for r in rows):
