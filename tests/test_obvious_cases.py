@@ -1,8 +1,9 @@
 """Hand-written, unambiguous cases over six kinds of task (tests/data/obvious_cases.jsonl),
 written before any model answered them and kept where the model fails.
 
-With the embedded model, the server's defaults (the direct read, contextually calibrated,
-pooled with the noisy channel: COMBINED) must get 90 % of them right, and calibration must
+With the embedded model, the server's defaults (the direct read, calibrated online from three
+labels on and contextually for two, pooled with the noisy channel: COMBINED) must get 90 %
+of them right, and calibration must
 never turn a confident right answer wrong: a case whose uncalibrated result puts at least
 0.6 on the right label stays right under the defaults. The direct read alone is kept as
 the reference the defaults must beat.
@@ -22,7 +23,9 @@ CASES = [
     json.loads(line)
     for line in (Path(__file__).parent / "data" / "obvious_cases.jsonl").read_text().splitlines()
 ]
-DEFAULTS = pb.ScoringOptions()  # everything left to the server
+# Everything left to the server; a prior scope of their own, so the online prior learns from
+# these cases alone (in file order), whatever other tests sent the server before.
+DEFAULTS = pb.ScoringOptions(prior_scope="obvious-cases")
 UNCALIBRATED = pb.ScoringOptions(calibration=pb.CALIBRATION_NONE)
 DIRECT = pb.ScoringOptions(method=pb.SCORING_METHOD_DIRECT)
 

@@ -1,4 +1,5 @@
-"""The leave-one-dataset-out scan that chose the default pool, on rows written by hand."""
+"""The leave-one-dataset-out scan that chose the default pool (on rows written by hand), and
+the collection of its rows from a real server."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from labelprob.tools.evaluation import selection
-from labelprob.tools.evaluation.selection import Pool, Row
+from labelprob.tools.evaluation import collect, selection
+from labelprob.tools.evaluation.collect import Row
+from labelprob.tools.evaluation.configs import PEER
+from labelprob.tools.evaluation.selection import Pool
 from tests.oracle import softmax
 
 RIGHT, WRONG = [0.0, -1.0], [-1.0, 0.0]  # scores of labels x and y; x is the truth
@@ -54,7 +57,7 @@ def test_the_mean_of_two_label_orders_averages_their_label_distributions() -> No
     # Two reads over 2 labels: probabilities (0.8, 0.2) and (0.5, 0.5), unnormalized.
     forward = [math.log(0.8) + 3.0, math.log(0.2) + 3.0]
     backward = [math.log(0.5) - 1.0, math.log(0.5) - 1.0]
-    assert selection.mean_of_orders(forward, backward) == pytest.approx(
+    assert collect.mean_of_orders(forward, backward) == pytest.approx(
         [(math.log(0.8) + math.log(0.5)) / 2, (math.log(0.2) + math.log(0.5)) / 2]
     )
 
@@ -188,8 +191,8 @@ def test_collect_reads_each_score_from_the_real_server(
             "--tokenizer", str(tiny_model_dir), "--skip", "0", "--limit", "2",
             "--layouts", "plain", "--reversed"]  # fmt: skip
     assert selection.main(args) == 0
-    assert list(selection.read_rows(out)) == ["topics"]  # each row keeps its data set's name
-    (rows,) = selection.read_rows(out).values()
+    assert list(collect.read_rows(out)) == ["topics"]  # each row keeps its data set's name
+    (rows,) = collect.read_rows(out).values()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     assert sorted(r.truth for r in rows) == ["business", "sports"]
     labels = rows[0].labels
@@ -205,7 +208,7 @@ def test_collect_reads_each_score_from_the_real_server(
         direct = pb.SCORING_METHOD_DIRECT
         none, contextual = pb.CALIBRATION_NONE, pb.CALIBRATION_CONTEXTUAL
         want = {
-            "peer": scores(r.text, "logprob", **vars_of(selection.PEER.options())),
+            "peer": scores(r.text, "logprob", **vars_of(PEER.options())),
             "direct": scores(r.text, "logprob", method=direct, calibration=none),
             "calibrated": scores(r.text, "score", method=direct, calibration=contextual),
             "channel": scores(
@@ -228,17 +231,17 @@ def test_collect_reads_each_score_from_the_real_server(
             r.text, "score", labels=reversed_labels, method=direct, calibration=contextual
         )
         backward = dict(zip(reversed_labels, reversed_read, strict=True))
-        assert r.layouts[selection.REVERSED]["calibrated"] == pytest.approx(
+        assert r.layouts[collect.REVERSED]["calibrated"] == pytest.approx(
             [backward[name] for name in labels], abs=1e-3
         )
         raw_read = scores(
             r.text, "logprob", labels=reversed_labels, method=direct, calibration=none
         )
         raw_backward = dict(zip(reversed_labels, raw_read, strict=True))
-        assert r.layouts[selection.REVERSED]["raw"] == pytest.approx(
+        assert r.layouts[collect.REVERSED]["raw"] == pytest.approx(
             [raw_backward[name] for name in labels], abs=1e-3
         )
-        both = r.layouts[selection.BOTH_ORDERS]["calibrated"]
+        both = r.layouts[collect.BOTH_ORDERS]["calibrated"]
         forward_p = softmax(r.calibrated)
         backward_p = softmax([backward[name] for name in labels])
         assert both == pytest.approx(
