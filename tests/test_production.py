@@ -304,6 +304,29 @@ def test_tenants_do_not_share_prefix_cache(limited: ServerProcess) -> None:
     assert first_of_b < same_of_a
 
 
+def test_tenants_do_not_share_online_priors(limited: ServerProcess) -> None:
+    """A tenant's texts move its own online prior only: another tenant's first text of the
+    same task is calibrated contextually alone."""
+    labels = ["weather", "music", "alarm"]
+
+    def probabilities(tenant: str, text: str, calibration: int) -> list[float]:
+        ask = pb.ScoringOptions(
+            calibration=calibration, method=pb.SCORING_METHOD_DIRECT, prior_scope="tenants"
+        )
+        request = ClassifyParams(labels, options=ask).request(text)
+        with Client(limited.target, timeout=60) as client:
+            reply = client.stub.Classify(request, metadata=(("x-tenant", tenant),), timeout=60)
+        return [lb.probability for lb in reply.result.labels]
+
+    text = "Will it rain tomorrow?"
+    contextual = probabilities("tenant-b", text, pb.CALIBRATION_CONTEXTUAL)
+    probabilities("tenant-a", "Play some jazz.", pb.CALIBRATION_ONLINE)
+    assert probabilities("tenant-b", text, pb.CALIBRATION_ONLINE) == pytest.approx(contextual)
+    # Tenant a has seen a text of the task: its answer for the same text moves.
+    moved = probabilities("tenant-a", text, pb.CALIBRATION_ONLINE)
+    assert max(abs(a - b) for a, b in zip(moved, contextual, strict=True)) > 1e-3
+
+
 # -- TLS -----------------------------------------------------------------------------
 
 
