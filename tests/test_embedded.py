@@ -65,8 +65,10 @@ def test_cli_classifies_obvious_sentences_with_the_direct_read(
 
 
 def test_cli_jsonl_in_and_out(embedded_server: ServerProcess, tmp_path: Path) -> None:
-    """JSONL in, JSONL out, in input order, with the server's defaults: each row is the
-    answer the client library gets for the same text and labels."""
+    """JSONL in, JSONL out, in input order, with the server's default method: each row is
+    the answer the client library gets for the same text and labels. Both ask for contextual
+    calibration: the default for 3+ labels, online calibration, moves answers as it learns
+    from the texts scored before (tests/test_features.py checks it)."""
     texts = [t for t, _, _ in OBVIOUS]
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
@@ -74,13 +76,14 @@ def test_cli_jsonl_in_and_out(embedded_server: ServerProcess, tmp_path: Path) ->
     labels = ["business", "negative", "positive", "sports", "tech"]
     run = cli(
         "classify", "--target", embedded_server.target, "--input", str(source),
-        "--output", str(target), "--labels", *labels,
+        "--output", str(target), "--labels", *labels, "--calibration", "contextual",
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert [r["id"] for r in rows] == list(range(len(texts)))  # input order kept
     with Client(embedded_server.target, timeout=300) as client:
-        expected = [client.classify(t, ClassifyParams(labels)) for t in texts]
+        contextual = pb.ScoringOptions(calibration=pb.CALIBRATION_CONTEXTUAL)
+        expected = [client.classify(t, ClassifyParams(labels, options=contextual)) for t in texts]
     for row, result in zip(rows, expected, strict=True):
         # Two reads of a text agree to rounding in float32; in bf16 (on CPUs with native
         # bf16) batch shapes and cache hits move them, so only a clear answer must match.
