@@ -233,6 +233,11 @@ def contextual_log_prior(content_free: Sequence[Sequence[float]]) -> list[float]
     return [math.log(max(p, 1e-12)) for p in mean_prior]
 
 
+def online_weight(seen: int, strength: float = ONLINE_PRIOR_STRENGTH) -> float:
+    """How far online calibration moves towards the task's prior after ``seen`` texts."""
+    return seen / (seen + strength)
+
+
 def online_calibrated(
     scores: Sequence[float],
     contextual: Sequence[float],
@@ -249,7 +254,7 @@ def online_calibrated(
     """
     if task_prior is None or seen <= 0:
         return list(contextual)
-    weight = seen / (seen + strength)
+    weight = online_weight(seen, strength)
     own = log_normalize(scores)
     return [
         (1.0 - weight) * c + weight * (s - p)
@@ -263,7 +268,7 @@ def online_log_prior(
     """What online calibration subtracts from log-normalized scores (PRUNED's offsets)."""
     if task_prior is None or seen <= 0:
         return list(content_free_log_prior)
-    weight = seen / (seen + ONLINE_PRIOR_STRENGTH)
+    weight = online_weight(seen)
     return [
         (1.0 - weight) * c + weight * p
         for c, p in zip(content_free_log_prior, task_prior, strict=True)

@@ -12,7 +12,7 @@ from labelprob.server import scoring
 from labelprob.server.classify.context import RequestContext
 from labelprob.server.classify.prepare import PreparedTask, TaskPreparer
 from labelprob.server.classify.reads import RawScores, ReadExecutor
-from labelprob.server.classify.task_prior import PriorKey, TaskPriors
+from labelprob.server.classify.task_prior import PriorKey, PriorSnapshot, TaskPriors
 from labelprob.server.classify.types import Options, Task
 from labelprob.server.labels import Mode
 from labelprob.server.scoring import Calibration, LengthNorm
@@ -95,17 +95,20 @@ class Calibrator:
         preparer: TaskPreparer,
         reader: ReadExecutor,
         cache: CalibrationCache,
-        priors: TaskPriors | None = None,
     ) -> None:
         self.preparer = preparer
         self.reader = reader
         self.cache = cache
-        self.priors = priors if priors is not None else TaskPriors()
+        self.priors = TaskPriors()
 
-    def prior_key(self, task: Task, options: Options, mode: Mode) -> PriorKey:
-        return PriorKey(
+    def task_prior(
+        self, task: Task, options: Options, mode: Mode
+    ) -> tuple[PriorKey, PriorSnapshot]:
+        """Where a request's online prior is kept, and the prior as the request finds it."""
+        key = PriorKey(
             task, exact_mode(mode), options.length_norm, options.cache_salt, options.prior_scope
         )
+        return key, self.priors.snapshot(key)
 
     async def _text_scores(
         self, prepared: PreparedTask, text: str, options: Options, mode: Mode

@@ -20,7 +20,7 @@ from labelprob.server.classify.multilabel import MultiLabelClassifier
 from labelprob.server.classify.prepare import FittedText, PreparedTask, TaskPreparer
 from labelprob.server.classify.reads import RawScores, ReadExecutor
 from labelprob.server.classify.results import ScoredText, build_classification, channel_only
-from labelprob.server.classify.task_prior import EMPTY, TaskPriors
+from labelprob.server.classify.task_prior import EMPTY
 from labelprob.server.classify.types import (
     Classification,
     CompletionRequest,
@@ -61,8 +61,7 @@ class Classifier:
         )
         cache = CalibrationCache()
         self.reader = ReadExecutor(engine, self.preparer, self.budget, settings.full_reads)
-        self.priors = TaskPriors()
-        self.calibrator = Calibrator(self.preparer, self.reader, cache, self.priors)
+        self.calibrator = Calibrator(self.preparer, self.reader, cache)
         self.multi_label = MultiLabelClassifier(
             engine, self.preparer, self.budget, cache, settings.default_calibration
         )
@@ -96,8 +95,8 @@ class Classifier:
         )
         prior_key, prior = None, EMPTY
         if calibration is Calibration.ONLINE and method.reads_direct:
-            prior_key = self.calibrator.prior_key(task, options, mode)
-            prior = self.priors.snapshot(prior_key)  # before the reads: one prior a request
+            # Before the reads: a request is calibrated against one prior.
+            prior_key, prior = self.calibrator.task_prior(task, options, mode)
         ctx = RequestContext(
             task, prepared, options, mode, calibration, method, prior_key=prior_key, prior=prior
         )
