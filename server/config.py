@@ -95,6 +95,16 @@ class ClassifySettings:
             "pooled with the noisy channel), channel",
         ),
     )
+    # The channel costs the text's tokens once per label. A shortlist trades accuracy for
+    # that cost (README, "The channel shortlist"), so it is off by default.
+    channel_shortlist: int = field(
+        default=0,
+        metadata=about(
+            "--channel-shortlist",
+            "COMBINED reads the channel only for this many labels, the direct read's best "
+            "(0: every label)",
+        ),
+    )
     default_truncation: str = field(
         default="truncate",
         metadata=about(

@@ -117,6 +117,18 @@ def combined_scores(
     return [(d + weight * c) / POOL_TEMPERATURE for d, c in zip(direct, channel, strict=True)]
 
 
+def shortlist(scores: Sequence[float], size: int) -> list[int]:
+    """The indexes of the ``size`` best scores, best first (ties: the earlier label)."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:size]
+
+
+def impute_unread(read: dict[int, float], labels: int) -> list[float]:
+    """Channel log-probs of ``labels`` labels from those read (by index): an unread label
+    gets the lowest one read, so it ranks below every label read, never above."""
+    floor = min(read.values())
+    return [read.get(i, floor) for i in range(labels)]
+
+
 class Decision(enum.Enum):
     NONE = "none"
     ACCEPT = "accept"

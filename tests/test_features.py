@@ -115,6 +115,42 @@ def test_combined_pools_the_direct_read_and_the_channel(
     assert [lb.probability for lb in combined] == pytest.approx(oracle.softmax(want), abs=1e-4)
 
 
+def test_a_channel_shortlist_reads_the_channel_of_the_best_direct_labels(
+    tiny_client: Client, tiny_model_dir
+) -> None:
+    """COMBINED with ``channel_shortlist: 2`` reads the channel for the two labels of best
+    calibrated direct score; the others get the lower of those two channel log-probs.
+    Expected from the server's own direct and channel reads, pooled here."""
+    from transformers import AutoTokenizer
+
+    labels = ["sports", "business", "politics", "weather", "music"]
+    text = "The team won the match in extra time."
+    n = len(AutoTokenizer.from_pretrained(tiny_model_dir).encode(text, add_special_tokens=False))
+
+    def read(method: int, **extra: object) -> pb.Classification:
+        ask = pb.ScoringOptions(
+            method=method,
+            calibration=pb.CALIBRATION_CONTEXTUAL,
+            content_free_inputs=["N/A"],
+            **extra,
+        )
+        return tiny_client.classify(text, ClassifyParams(labels, options=ask))
+
+    direct = [lb.score for lb in read(pb.SCORING_METHOD_DIRECT).labels]
+    channel = [lb.channel_logprob for lb in read(pb.SCORING_METHOD_CHANNEL).labels]
+    result = read(pb.SCORING_METHOD_COMBINED, channel_shortlist=2)
+    best = sorted(range(len(labels)), key=lambda i: direct[i], reverse=True)[:2]
+    floor = min(channel[i] for i in best)
+    want_channel = [channel[i] if i in best else floor for i in range(len(labels))]
+    assert [lb.channel_logprob for lb in result.labels] == pytest.approx(want_channel, abs=1e-3)
+    assert [lb.channel_estimated for lb in result.labels] == [i not in best for i in range(5)]
+    weight = 2 / math.log(n + 1)
+    want = [(d + weight * c) / 1.4 for d, c in zip(direct, want_channel, strict=True)]
+    assert [lb.probability for lb in result.labels] == pytest.approx(oracle.softmax(want), abs=1e-4)
+    full = read(pb.SCORING_METHOD_COMBINED)
+    assert result.usage.engine_reads == full.usage.engine_reads - (len(labels) - 2)
+
+
 def test_online_calibration_learns_the_task_prior_from_the_texts_it_scores(
     tiny_client: Client,
 ) -> None:

@@ -5,6 +5,10 @@ One prompt-scoring read per label: ``head(label) + text``, where the head asks t
 a text of that label. The heads are shared by every text of a task, so vLLM's prefix cache
 serves them; each read computes the text's own tokens. The channel is prior-free: a label
 the model likes to say gets no advantage, which is where direct reads go wrong most.
+
+With a shortlist (COMBINED's default for many labels) only the labels the direct read
+ranks best are read; the others get the lowest log-probability read for the text, so they
+rank below every label read and among themselves as the direct read ranks them.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from labelprob.server import scoring
 from labelprob.server.classify.admission import ReadBudget
 from labelprob.server.classify.prepare import PREPARED_TASKS_CACHED, TaskPreparer
 from labelprob.server.classify.types import Options, ReadEngine, Task, Usage
@@ -39,6 +45,7 @@ class ChannelScores:
     usage: Usage
     truncated: bool
     text_tokens: int  # what each log-prob sums over
+    unread: frozenset[int] = frozenset()  # off the shortlist: log-prob imputed, not read
 
 
 class ChannelReader:
@@ -59,27 +66,33 @@ class ChannelReader:
         return ChannelTask(tuple(heads))
 
     @staticmethod
-    def reads_per_text(task: Task) -> int:
-        return len(task.labels)
+    def reads_per_text(task: Task, shortlist: int = 0) -> int:
+        """Reads of one text: one a label, or one a shortlisted label."""
+        labels = len(task.labels)
+        return min(shortlist, labels) if shortlist else labels
 
-    async def read_text(self, task: Task, text: str, options: Options) -> ChannelScores:
-        """The text's channel log-probability under every label; the caller holds the
-        reads' places in the budget."""
+    async def read_text(
+        self, task: Task, text: str, options: Options, labels: Sequence[int] | None = None
+    ) -> ChannelScores:
+        """The text's channel log-probability under ``labels`` (indexes; None: every label),
+        the others imputed; the caller holds the reads' places in the budget."""
         channel = self.prepare(task)
         fitted = self.preparer.fit_text(
             text, channel.longest_head + 1, truncate=self.preparer.truncates(options)
         )
         # An empty text has no tokens to score: every label gets the same (zero) evidence.
         text_ids = fitted.ids
-        rows = await asyncio.gather(
-            *(self._score(head, text_ids, options.cache_salt) for head in channel.heads)
-        )
+        read = range(len(channel.heads)) if labels is None else labels
+        heads = [channel.heads[i] for i in read]
+        rows = await asyncio.gather(*(self._score(h, text_ids, options.cache_salt) for h in heads))
         usage = Usage()
-        logprobs = []
-        for head, (logprob, cached) in zip(channel.heads, rows, strict=True):
-            logprobs.append(logprob)
+        by_label = {}
+        for i, head, (logprob, cached) in zip(read, heads, rows, strict=True):
+            by_label[i] = logprob
             usage.add(Usage(prompt_tokens=len(head) + len(text_ids), cached_tokens=cached, reads=1))
-        return ChannelScores(logprobs, usage, fitted.truncated, len(text_ids))
+        logprobs = scoring.impute_unread(by_label, len(channel.heads))
+        unread = frozenset(range(len(channel.heads))) - by_label.keys()
+        return ChannelScores(logprobs, usage, fitted.truncated, len(text_ids), unread)
 
     async def _score(
         self, head: tuple[int, ...], text_ids: list[int], cache_salt: str | None

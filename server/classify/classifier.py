@@ -32,7 +32,7 @@ from labelprob.server.classify.types import (
 from labelprob.server.config import ClassifySettings
 from labelprob.server.labels import Mode
 from labelprob.server.prompts import DEFAULT_TEMPLATE, Template
-from labelprob.server.scoring import Calibration
+from labelprob.server.scoring import Calibration, Method
 
 
 class Classifier:
@@ -68,6 +68,7 @@ class Classifier:
         self.completions = CompletionScorer(engine, self.budget)
         self.channel = ChannelReader(engine, self.preparer, self.budget)
         self.default_method = settings.default_method
+        self.channel_shortlist = settings.channel_shortlist
 
     def prepare(self, task: Task) -> PreparedTask:
         return self.preparer.prepare(task)
@@ -104,19 +105,23 @@ class Classifier:
         if method.reads_direct and mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.
             offsets = await self.calibrator.offsets(ctx)
+        shortlist = self._shortlist_size(ctx)
         per_text = self.reader.reads_per_text(prepared, options) if method.reads_direct else 0
-        per_text += self.channel.reads_per_text(task) if method.reads_channel else 0
+        per_text += self.channel.reads_per_text(task, shortlist) if method.reads_channel else 0
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
         with self.budget.hold(len(texts) * per_text):
-            raws, channels = await asyncio.gather(
-                self._direct_reads(ctx, texts, offsets), self._channel_reads(ctx, texts)
-            )
+            if shortlist:  # the channel reads follow the direct read's ranking
+                raws, scores, calibrated = await self._direct_scores(ctx, texts, offsets)
+                channels = await self._channel_reads(ctx, texts, calibrated, shortlist)
+            else:
+                raws, channels = await asyncio.gather(
+                    self._direct_reads(ctx, texts, offsets), self._channel_reads(ctx, texts)
+                )
+                if raws is not None:
+                    scores, calibrated = await self._calibrated(ctx, raws)
         if raws is None:
             raws = [channel_only(ctx, c) for c in channels]  # type: ignore[union-attr]
             scores = calibrated = [None] * len(texts)
-        else:
-            scores = [raw.label_scores(prepared.label_ids, options.length_norm) for raw in raws]
-            calibrated = await self.calibrator.calibrate(ctx, raws, scores)
         decode = self.engine.decode_token
         results = []
         for i, raw in enumerate(raws):
@@ -126,6 +131,27 @@ class Classifier:
             scored = ScoredText(raw, scores[i], calibrated[i], channel)
             results.append(build_classification(ctx, scored, decode))
         return results
+
+    def _shortlist_size(self, ctx: RequestContext) -> int:
+        """How many labels COMBINED reads the channel for; 0: all of them, alongside the
+        direct reads."""
+        size = ctx.options.channel_shortlist or self.channel_shortlist
+        if ctx.method is Method.COMBINED and 0 < size < len(ctx.task.labels):
+            return size
+        return 0
+
+    async def _calibrated(
+        self, ctx: RequestContext, raws: list[RawScores]
+    ) -> tuple[list[list[float]], list[list[float]]]:
+        scores = [raw.label_scores(ctx.prepared.label_ids, ctx.options.length_norm) for raw in raws]
+        return scores, await self.calibrator.calibrate(ctx, raws, scores)
+
+    async def _direct_scores(
+        self, ctx: RequestContext, texts: Sequence[str], offsets: list[float] | None
+    ) -> tuple[list[RawScores], list[list[float]], list[list[float]]]:
+        raws = await self._direct_reads(ctx, texts, offsets)
+        assert raws is not None  # COMBINED reads direct
+        return raws, *await self._calibrated(ctx, raws)
 
     async def _direct_reads(
         self, ctx: RequestContext, texts: Sequence[str], offsets: list[float] | None
@@ -139,13 +165,24 @@ class Classifier:
         )
 
     async def _channel_reads(
-        self, ctx: RequestContext, texts: Sequence[str]
+        self,
+        ctx: RequestContext,
+        texts: Sequence[str],
+        calibrated: Sequence[Sequence[float]] = (),
+        shortlist: int = 0,
     ) -> list[ChannelScores] | None:
+        """Every label's channel, or (``shortlist``) that many labels', each text's best by
+        its calibrated direct scores."""
         if not ctx.method.reads_channel:
             return None
-        return list(
-            await asyncio.gather(*(self.channel.read_text(ctx.task, t, ctx.options) for t in texts))
+        labels: list[list[int] | None] = [None] * len(texts)
+        if shortlist:
+            labels = [scoring.shortlist(scores, shortlist) for scores in calibrated]
+        reads = (
+            self.channel.read_text(ctx.task, t, ctx.options, lb)
+            for t, lb in zip(texts, labels, strict=True)
         )
+        return list(await asyncio.gather(*reads))
 
     async def score_completion(self, request: CompletionRequest) -> ScoredCompletion:
         """Per-token log-probabilities of a completion after a prompt, in one forward pass."""

@@ -74,6 +74,7 @@ def label_results(ctx: RequestContext, text: ScoredText) -> tuple[LabelResult, .
             score=final[i],
             estimated=i in raw.estimates,
             channel_logprob=channel[i] if channel is not None else 0.0,
+            channel_estimated=text.channel is not None and i in text.channel.unread,
         )
         for i, label in enumerate(ctx.task.labels)
     )

@@ -60,6 +60,7 @@ class Options:
     multi_label_threshold: float = 0.5
     method: Method | None = None  # None: the server default
     prior_scope: str = ""  # online calibration: requests of one scope share a task prior
+    channel_shortlist: int = 0  # COMBINED: labels whose channel is read; 0: the server default
 
     def with_salt(self, salt: str | None) -> Options:
         return replace(self, cache_salt=salt)
@@ -105,6 +106,7 @@ class LabelResult:
     score: float
     estimated: bool = False  # PRUNED: logprob estimated from the first token, branch unread
     channel_logprob: float = 0.0  # log P(text | label) (CHANNEL and COMBINED)
+    channel_estimated: bool = False  # off the channel shortlist: channel_logprob imputed
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from labelprob.server.classify import CompletionRequest, Options, Task
 from labelprob.server.config import ServerSettings
 from labelprob.server.errors import InvalidArgument
 from labelprob.server.prompts import ExampleSpec, LabelSpec
-from labelprob.server.scoring import Calibration, Thresholds
+from labelprob.server.scoring import Calibration, Method, Thresholds
 from labelprob.server.wire.enums import CALIBRATIONS, METHODS, MODES, NORMS, TRUNCATION
 from labelprob.v1 import classifier_pb2 as pb
 
@@ -165,6 +165,12 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
     method = _enum(options.method, METHODS, "options.method")
     if method is not None and options.multi_label:
         raise InvalidArgument("options.method", "multi_label reads yes/no per label; no method")
+    if options.channel_shortlist and (
+        options.multi_label or method in (Method.DIRECT, Method.CHANNEL)
+    ):
+        raise InvalidArgument(
+            "options.channel_shortlist", "only the COMBINED method reads a channel shortlist"
+        )
     if len(options.prior_scope) > MAX_PRIOR_SCOPE_CHARS:
         raise InvalidArgument(
             "options.prior_scope",
@@ -189,6 +195,7 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         multi_label_threshold=_fraction(threshold, "options.multi_label_threshold"),
         method=method,
         prior_scope=options.prior_scope,
+        channel_shortlist=options.channel_shortlist,
     )
 
 

@@ -34,6 +34,7 @@ def classification(c: Classification) -> pb.Classification:
                 score=lb.score,
                 estimated=lb.estimated,
                 channel_logprob=lb.channel_logprob,
+                channel_estimated=lb.channel_estimated,
             )
             for lb in c.labels
         ],

@@ -194,6 +194,51 @@ def test_a_batch_reads_the_channel_once_per_label_and_text() -> None:
     )
 
 
+def test_a_channel_shortlist_reads_the_channel_for_the_best_direct_labels_only() -> None:
+    """With a shortlist of 2, the channel is read for the direct read's two best labels
+    (world_news 0.5, sports 0.2); tech is given the lower of their two channel log-probs."""
+    fake = engine()
+    options = Options(calibration=Calibration.NONE, method=Method.COMBINED, channel_shortlist=2)
+    result = classify_one(fake, task(*NAMES), TEXT, options=options)
+    assert channel_calls(fake) == sorted(
+        f"{REQUEST}{WORDED[n]}.\n{TEXT}" for n in ("world_news", "sports")
+    )
+    floor = min(channel_sum("world_news"), channel_sum("sports"))
+    channel = {"sports": channel_sum("sports"), "world_news": channel_sum("world_news"),
+               "tech": floor}  # fmt: skip
+    want = {n: (DIRECT_LOGS[n] + CHANNEL_WEIGHT * channel[n]) / TEMPERATURE for n in NAMES}
+    assert probabilities(result) == pytest.approx(softmax(want))
+    assert [lb.channel_logprob for lb in result.labels] == pytest.approx(list(channel.values()))
+    assert [lb.channel_estimated for lb in result.labels] == [False, False, True]
+    assert result.usage.reads == len(fake.calls) == 1 + 2
+    # A shortlist as long as the labels reads every label's channel, none estimated.
+    fake = engine()
+    everything = dataclasses.replace(options, channel_shortlist=len(NAMES))
+    result = classify_one(fake, task(*NAMES), TEXT, options=everything)
+    assert probabilities(result) == pytest.approx(combined(DIRECT_LOGS))
+    assert not any(lb.channel_estimated for lb in result.labels)
+    assert len(channel_calls(fake)) == len(NAMES)
+
+
+def test_a_server_started_with_a_shortlist_uses_it_for_unset_requests() -> None:
+    fake = engine()
+    settings = dataclasses.replace(
+        TEST_SETTINGS,
+        classify=ClassifySettings(default_method=Method.COMBINED, channel_shortlist=1),
+    )
+    options = Options(calibration=Calibration.NONE)
+    (result,) = classify(
+        fake, task(*NAMES), [TEXT], options, classifier=classifier_for(fake, settings)
+    )
+    # One label read (world_news, the direct read's best): every label gets its channel, so
+    # the channel moves nothing and the direct read decides.
+    assert channel_calls(fake) == [f"{REQUEST}world news.\n{TEXT}"]
+    assert probabilities(result) == pytest.approx(
+        softmax({n: DIRECT_LOGS[n] / TEMPERATURE for n in NAMES})
+    )
+    assert result.top_label == "world_news"
+
+
 # -- the real servicer in process ----------------------------------------------------------
 
 LABELS = [pb.Label(name=n) for n in NAMES]

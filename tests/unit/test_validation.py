@@ -145,6 +145,18 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.prior_scope",
     ),
     (
+        "a channel shortlist with the direct method",
+        "Classify",
+        classify(options=opts(channel_shortlist=4, method=pb.SCORING_METHOD_DIRECT)),
+        "options.channel_shortlist",
+    ),
+    (
+        "a channel shortlist with multi-label",
+        "Classify",
+        classify(options=opts(channel_shortlist=4, multi_label=True)),
+        "options.channel_shortlist",
+    ),
+    (
         "multi-label threshold above 1",
         "Classify",
         classify(options=opts(multi_label=True, multi_label_threshold=2.0)),

@@ -1,7 +1,8 @@
 """Scoring configurations, the peer method first.
 
-A config is `[method/]mode:calibration[:normalization][@template][*K]`, e.g.
+A config is `[method/]mode:calibration[:normalization][@template][~N][*K]`, e.g.
 `direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`,
+`auto:default~16` (the channel read for the direct read's 16 best labels only),
 `auto:default*8` (ClassifyBatch requests of 8 texts, whatever `--batch-size` says); or `peer`:
 the plain prompt a vLLM user writes (the built-in `minimal` template), labels' first tokens
 read at the start of the answer, no calibration.
@@ -38,6 +39,7 @@ class ScoringConfig:
     method: str = "default"
     template: str | None = None  # None: --template's (or the server default)
     batch_size: int | None = None  # None: --batch-size's
+    channel_shortlist: int = 0  # 0: the server's default
 
     @property
     def name(self) -> str:
@@ -51,6 +53,8 @@ class ScoringConfig:
             name = f"{self.method}/{name}"
         if self.template is not None:
             name = f"{name}@{self.template}"
+        if self.channel_shortlist:
+            name = f"{name}~{self.channel_shortlist}"
         return name if self.batch_size is None else f"{name}*{self.batch_size}"
 
     def texts_per_request(self, default: int) -> int:
@@ -74,6 +78,7 @@ class ScoringConfig:
             length_normalization=NORMALIZATIONS[self.normalization or "default"],
             template=template if self.template is None else self.template,
             method=METHODS[self.method],
+            channel_shortlist=self.channel_shortlist,
         )
 
 
@@ -81,7 +86,7 @@ PEER = ScoringConfig("first_token", "none", method="direct", template=PEER_TEMPL
 
 
 def parse_config(text: str) -> ScoringConfig:
-    """`[method/]mode:calibration[:normalization][@template][*K]`, or `peer`."""
+    """`[method/]mode:calibration[:normalization][@template][~N][*K]`, or `peer`."""
     spec = text.strip()
     if spec.lower() == "peer":
         return PEER
@@ -91,6 +96,9 @@ def parse_config(text: str) -> ScoringConfig:
         if not size.strip().isdigit() or int(size) < 1:
             raise ValueError(f"config {text!r}: *K needs a whole number of texts K >= 1")
         batch_size = int(size)
+    spec, tilde, shortlist = spec.partition("~")
+    if tilde and (not shortlist.strip().isdigit() or int(shortlist) < 1):
+        raise ValueError(f"config {text!r}: ~N needs a whole number of labels N >= 1")
     spec, _, template = spec.partition("@")
     method, _, spec = spec.rpartition("/")
     method = method.strip().lower() or "default"
@@ -112,7 +120,13 @@ def parse_config(text: str) -> ScoringConfig:
             f"config {text!r}: normalization must be one of {', '.join(sorted(NORMALIZATIONS))}"
         )
     return ScoringConfig(
-        mode, calibration, normalization, method, template.strip() or None, batch_size
+        mode,
+        calibration,
+        normalization,
+        method,
+        template.strip() or None,
+        batch_size,
+        int(shortlist) if tilde else 0,
     )
 
 

@@ -102,7 +102,7 @@ class DecisionThresholds(_message.Message):
     def __init__(self, min_top_probability: _Optional[float] = ..., min_margin: _Optional[float] = ..., min_label_mass: _Optional[float] = ...) -> None: ...
 
 class ScoringOptions(_message.Message):
-    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method", "prior_scope")
+    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method", "prior_scope", "channel_shortlist")
     MODE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,7 @@ class ScoringOptions(_message.Message):
     DOMAIN_PREMISE_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     PRIOR_SCOPE_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_SHORTLIST_FIELD_NUMBER: _ClassVar[int]
     mode: ScoringMode
     length_normalization: LengthNormalization
     calibration: Calibration
@@ -129,7 +130,8 @@ class ScoringOptions(_message.Message):
     domain_premise: str
     method: ScoringMethod
     prior_scope: str
-    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ..., prior_scope: _Optional[str] = ...) -> None: ...
+    channel_shortlist: int
+    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ..., prior_scope: _Optional[str] = ..., channel_shortlist: _Optional[int] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("text", "labels", "instruction", "examples", "options")
@@ -274,7 +276,7 @@ class TokenLogprob(_message.Message):
     def __init__(self, token_id: _Optional[int] = ..., token: _Optional[str] = ..., logprob: _Optional[float] = ...) -> None: ...
 
 class LabelScore(_message.Message):
-    __slots__ = ("name", "probability", "logprob", "tokens", "uncalibrated_probability", "score", "channel_logprob", "estimated")
+    __slots__ = ("name", "probability", "logprob", "tokens", "uncalibrated_probability", "score", "channel_logprob", "estimated", "channel_estimated")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     LOGPROB_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +285,7 @@ class LabelScore(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_LOGPROB_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
     name: str
     probability: float
     logprob: float
@@ -291,7 +294,8 @@ class LabelScore(_message.Message):
     score: float
     channel_logprob: float
     estimated: bool
-    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., uncalibrated_probability: _Optional[float] = ..., score: _Optional[float] = ..., channel_logprob: _Optional[float] = ..., estimated: _Optional[bool] = ...) -> None: ...
+    channel_estimated: bool
+    def __init__(self, name: _Optional[str] = ..., probability: _Optional[float] = ..., logprob: _Optional[float] = ..., tokens: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ..., uncalibrated_probability: _Optional[float] = ..., score: _Optional[float] = ..., channel_logprob: _Optional[float] = ..., estimated: _Optional[bool] = ..., channel_estimated: _Optional[bool] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("prompt_tokens", "cached_prompt_tokens", "engine_reads")
