@@ -266,21 +266,24 @@ def online_calibrated(
     """
     if task_prior is None or seen <= 0:
         return list(contextual)
-    weight = online_weight(seen, strength)
     own = log_normalize(scores)
-    return [
-        (1.0 - weight) * c + weight * (s - p)
-        for c, s, p in zip(contextual, own, task_prior, strict=True)
-    ]
+    # Contextual calibration subtracted the content-free log prior from ``own``.
+    content_free = [s - c for s, c in zip(own, contextual, strict=True)]
+    log_prior = online_log_prior(content_free, task_prior, seen, strength)
+    return [s - p for s, p in zip(own, log_prior, strict=True)]
 
 
 def online_log_prior(
-    content_free_log_prior: Sequence[float], task_prior: Sequence[float] | None, seen: int
+    content_free_log_prior: Sequence[float],
+    task_prior: Sequence[float] | None,
+    seen: int,
+    strength: float = ONLINE_PRIOR_STRENGTH,
 ) -> list[float]:
-    """What online calibration subtracts from log-normalized scores (PRUNED's offsets)."""
+    """What online calibration subtracts from log-normalized scores (PRUNED's offsets): the
+    content-free log prior moved towards the task's prior, by seen / (seen + strength)."""
     if task_prior is None or seen <= 0:
         return list(content_free_log_prior)
-    weight = online_weight(seen)
+    weight = online_weight(seen, strength)
     return [
         (1.0 - weight) * c + weight * p
         for c, p in zip(content_free_log_prior, task_prior, strict=True)

@@ -117,11 +117,11 @@ class Classifier:
                 raws, channels = await asyncio.gather(
                     self._direct_reads(ctx, texts, offsets), self._channel_reads(ctx, texts)
                 )
-                if raws is not None:
-                    scores, calibrated = await self._calibrated(ctx, raws)
         if raws is None:
             raws = [channel_only(ctx, c) for c in channels]  # type: ignore[union-attr]
             scores = calibrated = [None] * len(texts)
+        elif not shortlist:  # calibration reads admit themselves, outside the text's places
+            scores, calibrated = await self._calibrated(ctx, raws)
         decode = self.engine.decode_token
         results = []
         for i, raw in enumerate(raws):

@@ -46,7 +46,7 @@ def test_every_setting_has_one_flag_and_help_lists_it() -> None:
     help_text = parser().format_help()
     words = " ".join(help_text.split())
     flags = [flag_of(f) for f in leaf_fields()]
-    assert len(flags) == len(set(flags)) == 35
+    assert len(flags) == len(set(flags)) == 36
     for flag in flags:
         assert re.search(rf"^  {re.escape(flag)}[ ,]", help_text, re.MULTILINE), flag
         env = "LABELPROB_" + flag.removeprefix("--").replace("-", "_").upper()
@@ -71,7 +71,7 @@ def test_flags_set_every_field() -> None:
         "--block-size", "16", "--kv-cache-gib", "3", "--gpu-memory-utilization", "0.5",
         "--tensor-parallel-size", "2", "--max-num-seqs", "7", "--seed", "5", "--cache-dir", "/c",
         "--enforce-eager", "--default-calibration", "domain_pmi", "--default-method", "channel",
-        "--default-truncation", "reject",
+        "--default-truncation", "reject", "--channel-shortlist", "12",
         "--max-inflight-reads", "11", "--host", "::1", "--port", "1", "--metrics-port", "2",
         "--max-labels", "3", "--max-batch-texts", "4", "--max-text-chars", "5",
         "--max-message-bytes", "6", "--templates-file", "/t.toml", "--grace-period", "1.5",
@@ -88,6 +88,7 @@ def test_flags_set_every_field() -> None:
     assert s.classify == ClassifySettings(
         default_calibration=Calibration.DOMAIN_PMI,
         default_method=Method.CHANNEL,
+        channel_shortlist=12,
         default_truncation="reject",
         max_inflight_reads=11,
     )
