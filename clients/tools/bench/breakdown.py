@@ -1,7 +1,7 @@
 """Where a many-label classification's time goes: per-read cost through labelprob.
 
 FIRST_TOKEN, FULL read by trie nodes (the default) and by label paths (``--full-reads
-paths``), PRUNED and the server's defaults, on HWU64 (64 intents) and on a many-intent
+paths``), PRUNED and the server's defaults (also with a channel shortlist of 8), on HWU64 (64 intents) and on a many-intent
 task (HWU64's intents and new ones made of their own words) and on long support intents
 (labels that differ from their first words on). Every variant is measured
 under load, in interleaved rounds, on texts of the same prompt lengths: per text its
@@ -37,6 +37,7 @@ class Variant:
     server: str  # the --full-reads of the server it runs on
     method: str = "direct"
     calibration: str = "none"
+    channel_shortlist: int = 0
 
 
 VARIANTS = (
@@ -47,6 +48,8 @@ VARIANTS = (
     # What a request that sets no option gets: the direct read (AUTO mode) pooled with the
     # noisy channel (a read per label), contextually calibrated.
     Variant("server defaults (COMBINED, AUTO)", "auto", "trie", "combined", "auto"),
+    # The same with the channel read for the direct read's 8 best labels only.
+    Variant("defaults, channel shortlist 8", "auto", "trie", "combined", "auto", 8),
 )
 # Long support intents that mostly differ from their first word on: the label paths' case
 # (a read per label against one per trie node). Written for this benchmark.
@@ -136,6 +139,7 @@ def measure(target: str, pgid: int, labels: list[str], texts: list[str], variant
         mode=variant.mode,
         calibration=variant.calibration,
         method=variant.method,
+        channel_shortlist=variant.channel_shortlist,
         timeout_s=REQUEST_TIMEOUT_S,
     )
     with cpu_meter(pgid) as cpu:

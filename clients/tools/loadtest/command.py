@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibration", choices=sorted(CALIBRATIONS), default="default")
     parser.add_argument("--method", choices=sorted(METHODS), default="default")
     parser.add_argument(
+        "--channel-shortlist",
+        type=int,
+        default=0,
+        metavar="N",
+        help="COMBINED: read the channel for the direct read's N best labels (0: server default)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=1,
@@ -143,6 +150,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         mode=args.mode,
         calibration=args.calibration,
         method=args.method,
+        channel_shortlist=args.channel_shortlist,
         instruction=args.instruction,
         template=args.template,
         timeout_s=args.timeout,

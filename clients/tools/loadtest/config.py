@@ -28,6 +28,7 @@ class LoadConfig:
     mode: str = "auto"
     calibration: str = "default"
     method: str = "default"
+    channel_shortlist: int = 0  # 0: the server's default
     instruction: str = ""
     template: str = ""
     timeout_s: float = 30.0
@@ -60,6 +61,7 @@ class LoadConfig:
             (self.calibration in CALIBRATIONS,
              f"--calibration must be one of {', '.join(sorted(CALIBRATIONS))}"),
             (self.method in METHODS, f"--method must be one of {', '.join(sorted(METHODS))}"),
+            (self.channel_shortlist >= 0, "--channel-shortlist must be >= 0"),
             (self.timeout_s > 0, "--timeout must be > 0"),
             (self.channels >= 1, "--channels must be >= 1"),
             (self.slo_p99_ms is None or self.slo_p99_ms > 0, "--slo-p99-ms must be > 0"),
@@ -85,6 +87,7 @@ class LoadConfig:
             "mode": self.mode,
             "calibration": self.calibration,
             "method": self.method,
+            "channel_shortlist": self.channel_shortlist,
             "instruction": self.instruction,
             "template": self.template,
             "timeout_s": self.timeout_s,

@@ -48,6 +48,7 @@ def prepare_requests(config: LoadConfig) -> list[Prepared]:
             calibration=CALIBRATIONS[config.calibration],
             method=METHODS[config.method],
             template=config.template,
+            channel_shortlist=config.channel_shortlist,
         ),
     )
     n = len(workload.texts)
