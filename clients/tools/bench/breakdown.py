@@ -1,13 +1,13 @@
 """Where a many-label classification's time goes: per-read cost through labelprob.
 
 FIRST_TOKEN, FULL read by trie nodes (the default) and by label paths (``--full-reads
-paths``), PRUNED and the server's defaults (also with a channel shortlist of 8), on HWU64 (64 intents) and on a many-intent
-task (HWU64's intents and new ones made of their own words) and on long support intents
-(labels that differ from their first words on). Every variant is measured
-under load, in interleaved rounds, on texts of the same prompt lengths: per text its
-throughput, engine reads and computed prompt tokens, and the CPU time each read costs in
-the server's own process ("front": gRPC, prompts, vLLM's async client) and in vLLM's
-engine processes.
+paths``), PRUNED and the server's defaults (also with a channel shortlist of 8), on HWU64
+(64 intents) and on a many-intent task (HWU64's intents and new ones made of their own
+words) and on long support intents (labels that differ from their first words on). Every
+variant is measured under load, in interleaved rounds, on texts of the same prompt lengths:
+per text its throughput, engine reads and computed prompt tokens, and the CPU time each
+read costs in the server's own process ("front": gRPC, prompts, vLLM's async client) and in
+vLLM's engine processes.
 """
 
 from __future__ import annotations

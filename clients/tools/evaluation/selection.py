@@ -174,6 +174,34 @@ def leave_one_out(
     return out
 
 
+SHORTLISTS = (1, 2, 4, 8, 16, 32)
+
+
+def with_shortlist(row: Row, size: int) -> list[float]:
+    """The server's pool of the row's online direct read and its channel, the channel read
+    only for the direct read's ``size`` best labels (the others imputed as the server does)."""
+    read = {i: row.channel[i] for i in scoring.shortlist(row.online, size)}
+    channel = scoring.impute_unread(read, len(row.labels))
+    return scoring.combined_scores(row.online, channel, row.tokens)
+
+
+def shortlist_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
+    """Per channel shortlist size and set: accuracy % (ECE) of the server's pool."""
+    by_set = {name: online_calibrated(rows) for name, rows in by_set.items()}
+    longest = max(len(r.labels) for rows in by_set.values() for r in rows)
+    out = []
+    for size in [s for s in SHORTLISTS if s < longest] + [longest]:
+        cells = []
+        for rows in by_set.values():
+            scores = [with_shortlist(r, size) for r in rows]
+            confidences = [max(scoring.softmax(s)) for s in scores]
+            right = [r.labels[top(s)] == r.truth for r, s in zip(rows, scores, strict=True)]
+            ece = expected_calibration_error(confidences, right) or 0.0
+            cells.append(f"{accuracy(rows, scores):.1f} ({ece:.3f})")
+        out.append([str(size) if size < longest else "every label", *cells])
+    return out
+
+
 def layout_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
     """Per prompt layout and set: the server's pool (labelprob.server.scoring) of that
     layout's calibrated direct read and the channel, and its raw direct read alone."""
@@ -234,6 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=scoring.ONLINE_PRIOR_STRENGTH,
         help="online calibration's weight on the task prior after n texts is n / (n + this)",
     )
+    scan.add_argument(
+        "--shortlists",
+        action="store_true",
+        help="also print the default pool with the channel read for the direct read's N best "
+        "labels only, for several N",
+    )
     args = parser.parse_args(argv)
     if args.step == "scan":
         by_set = read_rows(args.scores)
@@ -241,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = leave_one_out(by_set, args.by, args.online_strength)
             header = ["held out", "best pool on the others", "temperature", "accuracy", "ECE"]
             print(text_table([*header, "peer"], rows))
+        if args.shortlists:
+            print()
+            print(text_table(["channel shortlist", *by_set], shortlist_table(by_set)))
         if any(r.layouts for rows in by_set.values() for r in rows):
             print()
             print(text_table(["layout: pool", *by_set], layout_table(by_set)))
