@@ -277,6 +277,16 @@ def test_config_defaults_to_a_bounded_run() -> None:
     assert not config.open_loop
 
 
+def test_the_channel_shortlist_reaches_every_request() -> None:
+    args = cmd.build_parser().parse_args(
+        ["--generate", "2", "--labels", "a", "b", "c", "--channel-shortlist", "2"]
+    )
+    prepared = run.prepare_requests(cmd.config_from_args(args))
+    assert [p.message.options.channel_shortlist for p in prepared] == [2, 2]
+    with pytest.raises(SystemExit):
+        cmd.build_parser().parse_args(["--generate", "2", "--channel-shortlist", "-1"])
+
+
 # --- against the tiny server ---------------------------------------------------------------
 
 engine = pytest.mark.engine

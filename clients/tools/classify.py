@@ -29,6 +29,14 @@ DESCRIPTION = (
 )
 
 
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelprob classify", description=DESCRIPTION)
     parser.add_argument("text", nargs="?", help="text to classify (omit with --input)")
@@ -45,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="direct, channel, combined; default: the server's",
     )
     parser.add_argument("--template", default="", help="server prompt template name")
+    parser.add_argument(
+        "--prior-scope",
+        default="",
+        help="online calibration: requests of one scope share a task's prior (default: one "
+        "per task)",
+    )
+    parser.add_argument(
+        "--channel-shortlist",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="combined method: read the channel for the direct read's N best labels only",
+    )
     parser.add_argument("--top-alternatives", type=int, default=0)
     parser.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
     parser.add_argument("--output", type=Path, help="JSONL results file (default stdout)")
@@ -75,6 +96,8 @@ def params_from_args(args: argparse.Namespace, labels: list[str] | None = None) 
         method=METHODS[args.method],
         template=args.template,
         top_alternatives=args.top_alternatives,
+        prior_scope=args.prior_scope,
+        channel_shortlist=args.channel_shortlist,
     )
     return ClassifyParams(
         labels=[parse_label(x) for x in names], instruction=args.instruction, options=options

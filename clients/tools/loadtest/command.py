@@ -10,6 +10,7 @@ from typing import NoReturn
 
 from labelprob.client.client import CALIBRATIONS, DEFAULT_TARGET, MODES
 from labelprob.client.params import METHODS
+from labelprob.tools.classify import non_negative_int
 from labelprob.tools.loadtest.config import LoadConfig
 from labelprob.tools.loadtest.report import EXIT_ERROR, format_summary
 from labelprob.tools.loadtest.runner import run_load
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=sorted(METHODS), default="default")
     parser.add_argument(
         "--channel-shortlist",
-        type=int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="COMBINED: read the channel for the direct read's N best labels (0: server default)",
