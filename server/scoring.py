@@ -70,6 +70,16 @@ def resolve_calibration(
     return calibration
 
 
+def resolve_label_orders(requested: int, *, combined: bool, labels: int, pruned: bool) -> int:
+    """The direct read's label orders: as requested, else 2 for COMBINED with two labels
+    (chosen for that case: README, "Two labels"), else 1. PRUNED reads one order."""
+    if pruned:
+        return 1
+    if requested:
+        return requested
+    return 2 if combined and labels == 2 else 1
+
+
 class Method(enum.Enum):
     """Which way the model is asked: P(label | text), P(text | label), or both."""
 
@@ -86,22 +96,38 @@ class Method(enum.Enum):
         return self is not Method.DIRECT
 
 
-# The pool of the direct read and the channel: softmax((direct + w(n) * channel) / T), with
-# w(n) = CHANNEL_WEIGHT_SCALE / ln(n + 1) for a text of n tokens. Chosen by
-# leave-one-dataset-out on held-out log-loss and checked on a second model family (README,
-# "The pool"): the channel's log-prob sums over the text's tokens, whose evidence is far from
-# independent, so a fixed weight makes long texts overconfident and short ones timid.
-CHANNEL_WEIGHT_SCALE = 2.0
-POOL_TEMPERATURE = 1.4
+@dataclass(frozen=True)
+class PoolWeights:
+    """The pool of the direct read and the channel: softmax((direct + w(n) x channel) / T),
+    w(n) = channel_scale / ln(n + 1) for a text of n tokens: the channel's log-prob sums over
+    the text's tokens, whose evidence is far from independent, so a fixed weight would make
+    long texts overconfident and short ones timid."""
+
+    channel_scale: float
+    temperature: float
+
+    def channel_weight(self, text_tokens: int) -> float:
+        return self.channel_scale / math.log(max(text_tokens, 1) + 1)
 
 
-def channel_weight(text_tokens: int) -> float:
-    """The channel's weight in the pool: 1 at about 6 tokens, 0.43 at 100."""
-    return CHANNEL_WEIGHT_SCALE / math.log(max(text_tokens, 1) + 1)
+# Both chosen by leave-one-dataset-out on held-out log-loss and checked on a second model
+# family (README, "The pool" and "Two labels"). The direct read of one label order: the
+# channel weighs 1 at about 6 tokens, 0.43 at 100.
+ONE_ORDER_POOL = PoolWeights(channel_scale=2.0, temperature=1.4)
+# The direct read averaged over both label orders (two labels, by default): with the order
+# bias gone it is the stronger voice, and the channel's share is smaller.
+BOTH_ORDERS_POOL = PoolWeights(channel_scale=0.5, temperature=0.5)
+
+
+def pool_for(label_orders: int) -> PoolWeights:
+    return BOTH_ORDERS_POOL if label_orders == 2 else ONE_ORDER_POOL
 
 
 def combined_scores(
-    direct: Sequence[float] | None, channel: Sequence[float] | None, text_tokens: int
+    direct: Sequence[float] | None,
+    channel: Sequence[float] | None,
+    text_tokens: int,
+    pool: PoolWeights = ONE_ORDER_POOL,
 ) -> list[float]:
     """What is normalized over the labels: the direct scores (calibrated), the channel
     log-probabilities log P(text | label) of a text of ``text_tokens`` tokens, or, with both,
@@ -113,8 +139,16 @@ def combined_scores(
         return list(direct)  # type: ignore[arg-type]
     if direct is None:
         return list(channel)
-    weight = channel_weight(text_tokens)
-    return [(d + weight * c) / POOL_TEMPERATURE for d, c in zip(direct, channel, strict=True)]
+    weight = pool.channel_weight(text_tokens)
+    pairs = zip(direct, channel, strict=True)
+    return [(d + weight * c) / pool.temperature for d, c in pairs]
+
+
+def mean_of_orders(forward: Sequence[float], backward: Sequence[float]) -> list[float]:
+    """The mean of two reads' label log-distributions (each normalized over the labels),
+    ``backward`` already in ``forward``'s label order."""
+    pairs = zip(log_normalize(forward), log_normalize(backward), strict=True)
+    return [(f + b) / 2 for f, b in pairs]
 
 
 def shortlist(scores: Sequence[float], size: int) -> list[int]:

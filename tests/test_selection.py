@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from labelprob.server import scoring
 from labelprob.tools.evaluation import collect, selection
 from labelprob.tools.evaluation.collect import Row
 from labelprob.tools.evaluation.configs import PEER
@@ -57,7 +58,7 @@ def test_the_mean_of_two_label_orders_averages_their_label_distributions() -> No
     # Two reads over 2 labels: probabilities (0.8, 0.2) and (0.5, 0.5), unnormalized.
     forward = [math.log(0.8) + 3.0, math.log(0.2) + 3.0]
     backward = [math.log(0.5) - 1.0, math.log(0.5) - 1.0]
-    assert collect.mean_of_orders(forward, backward) == pytest.approx(
+    assert scoring.mean_of_orders(forward, backward) == pytest.approx(
         [(math.log(0.8) + math.log(0.5)) / 2, (math.log(0.2) + math.log(0.5)) / 2]
     )
 

@@ -16,9 +16,10 @@ from labelprob.server.classify.calibration import CalibrationCache, Calibrator
 from labelprob.server.classify.channel import ChannelReader, ChannelScores
 from labelprob.server.classify.completions import CompletionScorer
 from labelprob.server.classify.context import RequestContext
+from labelprob.server.classify.direct import DirectReader, DirectScores
 from labelprob.server.classify.multilabel import MultiLabelClassifier
 from labelprob.server.classify.prepare import FittedText, PreparedTask, TaskPreparer
-from labelprob.server.classify.reads import RawScores, ReadExecutor
+from labelprob.server.classify.reads import ReadExecutor
 from labelprob.server.classify.results import ScoredText, build_classification, channel_only
 from labelprob.server.classify.task_prior import EMPTY
 from labelprob.server.classify.types import (
@@ -67,6 +68,7 @@ class Classifier:
         )
         self.completions = CompletionScorer(engine, self.budget)
         self.channel = ChannelReader(engine, self.preparer, self.budget)
+        self.direct = DirectReader(self.preparer, self.reader, self.calibrator)
         self.default_method = settings.default_method
         self.channel_shortlist = settings.channel_shortlist
 
@@ -84,12 +86,31 @@ class Classifier:
         """Classifies texts against one task; results keep the order of ``texts``."""
         if options.multi_label:
             return await self.multi_label.classify(task, texts, options)
+        ctx = self._context(task, options, len(texts))
+        direct, channels = await self._scores(ctx, texts)
+        if direct is None:
+            raws = [channel_only(ctx, c) for c in channels]  # type: ignore[union-attr]
+            scores = calibrated = [None] * len(texts)
+        else:
+            raws, scores, calibrated = direct.raws, direct.scores, direct.calibrated
+        pool = scoring.pool_for(ctx.label_orders)
+        results = []
+        for i, raw in enumerate(raws):
+            channel = channels[i] if channels is not None else None
+            if channel is not None and ctx.method.reads_direct:
+                raw.usage.add(channel.usage)
+            scored = ScoredText(raw, scores[i], calibrated[i], channel, pool)
+            results.append(build_classification(ctx, scored, self.engine.decode_token))
+        return results
+
+    def _context(self, task: Task, options: Options, texts: int) -> RequestContext:
+        """The request with its method, mode, calibration and label orders resolved."""
         method = options.method or self.default_method
         prepared = self.preparer.prepare(task)
         mode = prepared.concrete_mode(options.mode)
         calibration = scoring.resolve_calibration(
             options.calibration or self.default_calibration,
-            len(texts),
+            texts,
             known_offsets=mode is Mode.PRUNED,
             with_channel=method.reads_channel,
             labels=len(task.labels),
@@ -98,39 +119,42 @@ class Classifier:
         if calibration is Calibration.ONLINE and method.reads_direct:
             # Before the reads: a request is calibrated against one prior.
             prior_key, prior = self.calibrator.task_prior(task, options, mode)
-        ctx = RequestContext(
-            task, prepared, options, mode, calibration, method, prior_key=prior_key, prior=prior
+        orders = scoring.resolve_label_orders(
+            options.label_orders,
+            combined=method is Method.COMBINED,
+            labels=len(task.labels),
+            pruned=mode is Mode.PRUNED,
         )
+        return RequestContext(task, prepared, options, mode, calibration, method,
+                              prior_key=prior_key, prior=prior, label_orders=orders)  # fmt: skip
+
+    async def _scores(
+        self, ctx: RequestContext, texts: Sequence[str]
+    ) -> tuple[DirectScores | None, list[ChannelScores] | None]:
+        """The texts' direct scores and channel log-probs (None where the method does not
+        read them)."""
         offsets = None
-        if method.reads_direct and mode is Mode.PRUNED:
+        if ctx.method.reads_direct and ctx.mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.
             offsets = await self.calibrator.offsets(ctx)
+        contexts = self.direct.contexts(ctx) if ctx.method.reads_direct else []
         shortlist = self._shortlist_size(ctx)
-        per_text = self.reader.reads_per_text(prepared, options) if method.reads_direct else 0
-        per_text += self.channel.reads_per_text(task, shortlist) if method.reads_channel else 0
+        per_text = self.direct.reads_per_text(contexts)
+        if ctx.method.reads_channel:
+            per_text += self.channel.reads_per_text(ctx.task, shortlist)
         # A batch is admitted whole or not at all: no half-done batch holds engine time.
         with self.budget.hold(len(texts) * per_text):
             if shortlist:  # the channel reads follow the direct read's ranking
-                raws, scores, calibrated = await self._direct_scores(ctx, texts, offsets)
-                channels = await self._channel_reads(ctx, texts, calibrated, shortlist)
-            else:
-                raws, channels = await asyncio.gather(
-                    self._direct_reads(ctx, texts, offsets), self._channel_reads(ctx, texts)
-                )
-        if raws is None:
-            raws = [channel_only(ctx, c) for c in channels]  # type: ignore[union-attr]
-            scores = calibrated = [None] * len(texts)
-        elif not shortlist:  # calibration reads admit themselves, outside the text's places
-            scores, calibrated = await self._calibrated(ctx, raws)
-        decode = self.engine.decode_token
-        results = []
-        for i, raw in enumerate(raws):
-            channel = channels[i] if channels is not None else None
-            if channel is not None and method.reads_direct:
-                raw.usage.add(channel.usage)
-            scored = ScoredText(raw, scores[i], calibrated[i], channel)
-            results.append(build_classification(ctx, scored, decode))
-        return results
+                reads = await self.direct.read(contexts, texts, offsets)
+                direct = await self.direct.calibrate(contexts, reads)
+                return direct, await self._channel_reads(ctx, texts, direct.calibrated, shortlist)
+            reads, channels = await asyncio.gather(
+                self.direct.read(contexts, texts, offsets), self._channel_reads(ctx, texts)
+            )
+        if not contexts:
+            return None, channels
+        # Calibration reads admit themselves, outside the texts' places.
+        return await self.direct.calibrate(contexts, reads), channels
 
     def _shortlist_size(self, ctx: RequestContext) -> int:
         """How many labels COMBINED reads the channel for; 0: all of them, alongside the
@@ -139,30 +163,6 @@ class Classifier:
         if ctx.method is Method.COMBINED and 0 < size < len(ctx.task.labels):
             return size
         return 0
-
-    async def _calibrated(
-        self, ctx: RequestContext, raws: list[RawScores]
-    ) -> tuple[list[list[float]], list[list[float]]]:
-        scores = [raw.label_scores(ctx.prepared.label_ids, ctx.options.length_norm) for raw in raws]
-        return scores, await self.calibrator.calibrate(ctx, raws, scores)
-
-    async def _direct_scores(
-        self, ctx: RequestContext, texts: Sequence[str], offsets: list[float] | None
-    ) -> tuple[list[RawScores], list[list[float]], list[list[float]]]:
-        raws = await self._direct_reads(ctx, texts, offsets)
-        assert raws is not None  # COMBINED reads direct
-        return raws, *await self._calibrated(ctx, raws)
-
-    async def _direct_reads(
-        self, ctx: RequestContext, texts: Sequence[str], offsets: list[float] | None
-    ) -> list[RawScores] | None:
-        if not ctx.method.reads_direct:
-            return None
-        return list(
-            await asyncio.gather(
-                *(self.reader.read_text(ctx.prepared, t, ctx.options, offsets) for t in texts)
-            )
-        )
 
     async def _channel_reads(
         self,

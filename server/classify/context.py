@@ -22,3 +22,4 @@ class RequestContext:
     # ONLINE calibration: where the task's prior is kept, and the prior as the request found it.
     prior_key: PriorKey | None = None
     prior: PriorSnapshot = EMPTY
+    label_orders: int = 1  # resolved: the direct read's label orders (2: as sent and reversed)

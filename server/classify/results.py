@@ -25,6 +25,7 @@ class ScoredText:
     scores: list[float] | None
     calibrated: list[float] | None
     channel: ChannelScores | None = None
+    pool: scoring.PoolWeights = scoring.ONE_ORDER_POOL  # how direct and channel are pooled
 
     @property
     def channel_logprobs(self) -> list[float] | None:
@@ -37,11 +38,15 @@ class ScoredText:
     @property
     def final(self) -> list[float]:
         """What is normalized over the labels."""
-        return scoring.combined_scores(self.calibrated, self.channel_logprobs, self.text_tokens)
+        return scoring.combined_scores(
+            self.calibrated, self.channel_logprobs, self.text_tokens, self.pool
+        )
 
     @property
     def uncalibrated(self) -> list[float]:
-        return scoring.combined_scores(self.scores, self.channel_logprobs, self.text_tokens)
+        return scoring.combined_scores(
+            self.scores, self.channel_logprobs, self.text_tokens, self.pool
+        )
 
 
 def channel_only(ctx: RequestContext, channel: ChannelScores) -> RawScores:

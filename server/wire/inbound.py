@@ -171,6 +171,17 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         raise InvalidArgument(
             "options.channel_shortlist", "only the COMBINED method reads a channel shortlist"
         )
+    if options.label_orders > 2:
+        raise InvalidArgument(
+            "options.label_orders", f"1 or 2 (0: the server's choice), got {options.label_orders}"
+        )
+    if options.label_orders == 2 and (
+        options.multi_label or method is Method.CHANNEL or options.mode == pb.SCORING_MODE_PRUNED
+    ):
+        raise InvalidArgument(
+            "options.label_orders",
+            "two label orders need two direct reads: not with PRUNED, CHANNEL or multi_label",
+        )
     if len(options.prior_scope) > MAX_PRIOR_SCOPE_CHARS:
         raise InvalidArgument(
             "options.prior_scope",
@@ -196,6 +207,7 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         method=method,
         prior_scope=options.prior_scope,
         channel_shortlist=options.channel_shortlist,
+        label_orders=options.label_orders,
     )
 
 

@@ -58,12 +58,6 @@ CHANNEL = pb.ScoringOptions(calibration=pb.CALIBRATION_NONE, method=pb.SCORING_M
 REVERSED, BOTH_ORDERS = "labels reversed", "both label orders"
 
 
-def mean_of_orders(forward: Sequence[float], backward: Sequence[float]) -> list[float]:
-    """The mean of two reads' label log-distributions (each normalized over the labels)."""
-    pairs = zip(scoring.log_normalize(forward), scoring.log_normalize(backward), strict=True)
-    return [(f + b) / 2 for f, b in pairs]
-
-
 def direct_scores(result: pb.Classification, labels: Sequence[str]) -> dict[str, list[float]]:
     """A direct read's raw and calibrated scores, in the order of ``labels``."""
     by_name = {lb.name: lb for lb in result.labels}
@@ -92,7 +86,7 @@ async def read_layouts(
         backward = await client.classify(text, ClassifyParams(labels[::-1], options=DIRECT))
         layouts[REVERSED] = direct_scores(backward, labels)
         layouts[BOTH_ORDERS] = {
-            kind: mean_of_orders(scores, layouts[REVERSED][kind])
+            kind: scoring.mean_of_orders(scores, layouts[REVERSED][kind])
             for kind, scores in forward.items()
         }
     return layouts
