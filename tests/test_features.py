@@ -95,16 +95,17 @@ def test_domain_pmi_subtracts_the_premise_log_probs(tiny_client: Client, tiny_re
 def test_combined_pools_the_direct_read_and_the_channel(
     tiny_client: Client, tiny_model_dir
 ) -> None:
-    """COMBINED normalizes (direct + 2 / ln(n + 1) x channel) / 1.4 for a text of n tokens
-    (README, "The pool"): checked against the server's own direct and channel reads."""
+    """COMBINED in one label order normalizes (direct + 2 / ln(n + 1) x channel) / 1.4 for a
+    text of n tokens (README, "The pool"); two labels are read in both orders by default.
+    Checked against the server's own direct and channel reads."""
     from transformers import AutoTokenizer
 
     labels, text = ["sports", "business"], "The team won the match in extra time."
     n = len(AutoTokenizer.from_pretrained(tiny_model_dir).encode(text, add_special_tokens=False))
 
-    def read(method: int) -> list[pb.LabelScore]:
-        ask = pb.ScoringOptions(method=method, calibration=pb.CALIBRATION_NONE)
-        return list(tiny_client.classify(text, ClassifyParams(labels, options=ask)).labels)
+    def read(method: int, names: list[str] = labels, orders: int = 1) -> list[pb.LabelScore]:
+        ask = pb.ScoringOptions(method=method, calibration=pb.CALIBRATION_NONE, label_orders=orders)
+        return list(tiny_client.classify(text, ClassifyParams(names, options=ask)).labels)
 
     direct, channel = read(pb.SCORING_METHOD_DIRECT), read(pb.SCORING_METHOD_CHANNEL)
     combined = read(pb.SCORING_METHOD_COMBINED)
@@ -113,6 +114,24 @@ def test_combined_pools_the_direct_read_and_the_channel(
     want = [(d.score + weight * c.channel_logprob) / 1.4 for d, c in pairs]
     assert [lb.score for lb in combined] == pytest.approx(want, abs=1e-3)
     assert [lb.probability for lb in combined] == pytest.approx(oracle.softmax(want), abs=1e-4)
+
+    # Left to the server, two labels are read in both orders: the mean of the two label
+    # log-distributions, pooled at 0.5 / ln(n + 1) and T 0.5 (README, "Two labels").
+    backward = read(pb.SCORING_METHOD_DIRECT, labels[::-1])[::-1]
+    both = read(pb.SCORING_METHOD_COMBINED, orders=0)
+
+    def log_dist(scores: list[float]) -> list[float]:
+        return [math.log(p) for p in oracle.softmax(scores)]
+
+    forward_dist = log_dist([d.logprob for d in direct])
+    backward_dist = log_dist([d.logprob for d in backward])
+    weight = 0.5 / math.log(n + 1)
+    want = [
+        ((f + b) / 2 + weight * c.channel_logprob) / 0.5
+        for f, b, c in zip(forward_dist, backward_dist, channel, strict=True)
+    ]
+    assert [lb.probability for lb in both] == pytest.approx(oracle.softmax(want), abs=1e-4)
+    assert [lb.logprob for lb in both] == pytest.approx([d.logprob for d in direct], abs=1e-4)
 
 
 def test_a_channel_shortlist_reads_the_channel_of_the_best_direct_labels(

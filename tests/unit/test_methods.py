@@ -239,6 +239,57 @@ def test_a_server_started_with_a_shortlist_uses_it_for_unset_requests() -> None:
     assert result.top_label == "world_news"
 
 
+# Two labels whose direct read leans on the order they are listed in.
+PAIR = ("sports", "tech")
+AS_SENT = {"": {" sports": log(0.6), " tech": log(0.2)}}
+REVERSED = {"": {" sports": log(0.3), " tech": log(0.5)}}
+
+
+def order_engine() -> FakeEngine:
+    """Direct reads by AS_SENT when the prompt lists sports first, else by REVERSED."""
+    as_sent, reversed_ = answer_table(AS_SENT), answer_table(REVERSED)
+
+    def direct(context: str, token: str) -> float:
+        first = as_sent if context.index("sports") < context.index("tech") else reversed_
+        return first(context, token)
+
+    return FakeEngine(scripted(direct))
+
+
+def test_combined_reads_two_labels_in_both_orders_with_their_own_pool() -> None:
+    """COMBINED with two labels reads them as sent and reversed, averages the two label
+    log-distributions and pools them with the channel at weight 0.5 / ln(n + 1), T 0.5
+    (README, "Two labels")."""
+    fake = order_engine()
+    options = Options(calibration=Calibration.NONE, method=Method.COMBINED)
+    result = classify_one(fake, task(*PAIR), TEXT, options=options)
+    as_sent = {"sports": log(0.6 / 0.8), "tech": log(0.2 / 0.8)}
+    reversed_ = {"sports": log(0.3 / 0.8), "tech": log(0.5 / 0.8)}
+    weight = 0.5 / log(2 + 1)
+    want = {n: ((as_sent[n] + reversed_[n]) / 2 + weight * channel_sum(n)) / 0.5 for n in PAIR}
+    assert probabilities(result) == pytest.approx(softmax(want))
+    # Two direct prompts, one each order; a channel read per label.
+    direct = [c.prompt for c in fake.calls if not c.prompt.startswith(REQUEST)]
+    assert sorted(p.index("sports") < p.index("tech") for p in direct) == [False, True]
+    assert result.usage.reads == len(fake.calls) == 2 + 2
+    # The reads reported are those of the labels as sent.
+    assert [lb.logprob for lb in result.labels] == pytest.approx([log(0.6), log(0.2)])
+
+
+def test_one_label_order_keeps_the_one_order_pool() -> None:
+    fake = order_engine()
+    options = Options(calibration=Calibration.NONE, method=Method.COMBINED, label_orders=1)
+    result = classify_one(fake, task(*PAIR), TEXT, options=options)
+    as_sent = {"sports": log(0.6), "tech": log(0.2)}
+    want = {n: (as_sent[n] + CHANNEL_WEIGHT * channel_sum(n)) / TEMPERATURE for n in PAIR}
+    assert probabilities(result) == pytest.approx(softmax(want))
+    assert result.usage.reads == len(fake.calls) == 1 + 2
+    # DIRECT reads one order unless asked for two.
+    direct = classify_one(order_engine(), task(*PAIR), TEXT, options=Options(
+        calibration=Calibration.NONE, method=Method.DIRECT))  # fmt: skip
+    assert probabilities(direct) == pytest.approx({"sports": 0.75, "tech": 0.25})
+
+
 # -- the real servicer in process ----------------------------------------------------------
 
 LABELS = [pb.Label(name=n) for n in NAMES]

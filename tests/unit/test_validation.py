@@ -157,6 +157,18 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.channel_shortlist",
     ),
     (
+        "three label orders",
+        "Classify",
+        classify(options=opts(label_orders=3)),
+        "options.label_orders",
+    ),
+    (
+        "two label orders with PRUNED",
+        "Classify",
+        classify(options=opts(label_orders=2, mode=pb.SCORING_MODE_PRUNED)),
+        "options.label_orders",
+    ),
+    (
         "multi-label threshold above 1",
         "Classify",
         classify(options=opts(multi_label=True, multi_label_threshold=2.0)),
