@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from labelprob.server import scoring
-from labelprob.tools.evaluation import collect, selection
+from labelprob.tools.evaluation import collect, selection, two_labels
 from labelprob.tools.evaluation.collect import Row
 from labelprob.tools.evaluation.configs import PEER
 from labelprob.tools.evaluation.selection import Pool
@@ -254,3 +254,21 @@ def test_collect_reads_each_score_from_the_real_server(
 def vars_of(options: object) -> dict[str, object]:
     """A ScoringOptions message's set fields, as keyword arguments."""
     return {f.name: v for f, v in options.ListFields()}  # type: ignore[attr-defined]
+
+
+def test_the_two_label_scan_holds_each_set_out_and_prefers_the_orders_that_are_right() -> None:
+    """Rows whose labels-as-sent read is wrong and whose two-order mean is right: every
+    held-out set gets the two-order pool, chosen on the others, and is all right under it."""
+
+    def two_order_row(dataset: str) -> Row:
+        forward, both = [-2.0, -0.2], [-0.1, -2.5]  # x is the truth
+        layouts = {collect.BOTH_ORDERS: {"raw": both, "calibrated": both}}
+        return Row(dataset, "t", "x", ["x", "y"], 5, WRONG, forward, forward, [-3.0, -3.0],
+                   layouts)  # fmt: skip
+
+    by_set = {name: [two_order_row(name)] * 3 for name in ("a", "b", "c")}
+    table = two_labels.held_out_table(by_set)
+    assert [row[0] for row in table] == ["a", "b", "c", "(all sets)"]
+    for held, best, right, _ece, one_order, peer in table[:3]:
+        assert best.startswith("both orders"), held
+        assert (right, one_order, peer) == ("100.0", "0.0", "0.0")
