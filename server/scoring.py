@@ -116,7 +116,7 @@ class PoolWeights:
 ONE_ORDER_POOL = PoolWeights(channel_scale=2.0, temperature=1.4)
 # The direct read averaged over both label orders (two labels, by default): with the order
 # bias gone it is the stronger voice, and the channel's share is smaller.
-BOTH_ORDERS_POOL = PoolWeights(channel_scale=0.5, temperature=0.5)
+BOTH_ORDERS_POOL = PoolWeights(channel_scale=0.625, temperature=0.85)
 
 
 def pool_for(label_orders: int) -> PoolWeights:

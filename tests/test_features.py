@@ -116,7 +116,7 @@ def test_combined_pools_the_direct_read_and_the_channel(
     assert [lb.probability for lb in combined] == pytest.approx(oracle.softmax(want), abs=1e-4)
 
     # Left to the server, two labels are read in both orders: the mean of the two label
-    # log-distributions, pooled at 0.5 / ln(n + 1) and T 0.5 (README, "Two labels").
+    # log-distributions, pooled at 0.625 / ln(n + 1) and T 0.85 (README, "Two labels").
     backward = read(pb.SCORING_METHOD_DIRECT, labels[::-1])[::-1]
     both = read(pb.SCORING_METHOD_COMBINED, orders=0)
 
@@ -125,9 +125,9 @@ def test_combined_pools_the_direct_read_and_the_channel(
 
     forward_dist = log_dist([d.logprob for d in direct])
     backward_dist = log_dist([d.logprob for d in backward])
-    weight = 0.5 / math.log(n + 1)
+    weight = 0.625 / math.log(n + 1)
     want = [
-        ((f + b) / 2 + weight * c.channel_logprob) / 0.5
+        ((f + b) / 2 + weight * c.channel_logprob) / 0.85
         for f, b, c in zip(forward_dist, backward_dist, channel, strict=True)
     ]
     assert [lb.probability for lb in both] == pytest.approx(oracle.softmax(want), abs=1e-4)

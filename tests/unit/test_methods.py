@@ -258,15 +258,15 @@ def order_engine() -> FakeEngine:
 
 def test_combined_reads_two_labels_in_both_orders_with_their_own_pool() -> None:
     """COMBINED with two labels reads them as sent and reversed, averages the two label
-    log-distributions and pools them with the channel at weight 0.5 / ln(n + 1), T 0.5
+    log-distributions and pools them with the channel at weight 0.625 / ln(n + 1), T 0.85
     (README, "Two labels")."""
     fake = order_engine()
     options = Options(calibration=Calibration.NONE, method=Method.COMBINED)
     result = classify_one(fake, task(*PAIR), TEXT, options=options)
     as_sent = {"sports": log(0.6 / 0.8), "tech": log(0.2 / 0.8)}
     reversed_ = {"sports": log(0.3 / 0.8), "tech": log(0.5 / 0.8)}
-    weight = 0.5 / log(2 + 1)
-    want = {n: ((as_sent[n] + reversed_[n]) / 2 + weight * channel_sum(n)) / 0.5 for n in PAIR}
+    weight = 0.625 / log(2 + 1)
+    want = {n: ((as_sent[n] + reversed_[n]) / 2 + weight * channel_sum(n)) / 0.85 for n in PAIR}
     assert probabilities(result) == pytest.approx(softmax(want))
     # Two direct prompts, one each order; a channel read per label.
     direct = [c.prompt for c in fake.calls if not c.prompt.startswith(REQUEST)]
