@@ -130,6 +130,13 @@ def test_peer_config_is_prepended_or_moved_first() -> None:
     options = cf.parse_config("auto:default").options("plain")
     assert options.calibration == 0 and options.length_normalization == 0
     assert options.template == "plain"
+    shortlisted = cf.parse_config("auto:default~8^1*4")
+    assert (shortlisted.channel_shortlist, shortlisted.label_orders, shortlisted.batch_size) == (
+        8, 1, 4,
+    )  # fmt: skip
+    assert shortlisted.name == "auto:default~8^1*4"
+    options = shortlisted.options()
+    assert (options.channel_shortlist, options.label_orders) == (8, 1)
 
 
 @pytest.mark.parametrize(
@@ -144,6 +151,8 @@ def test_peer_config_is_prepended_or_moved_first() -> None:
         "auto:none*",
         "auto:none*0",
         "auto:none*x",
+        "auto:none~0",
+        "auto:none^3",
     ],
 )
 def test_bad_configs_are_rejected(spec: str) -> None:

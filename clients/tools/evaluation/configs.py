@@ -1,8 +1,9 @@
 """Scoring configurations, the peer method first.
 
-A config is `[method/]mode:calibration[:normalization][@template][~N][*K]`, e.g.
+A config is `[method/]mode:calibration[:normalization][@template][~N][^O][*K]`, e.g.
 `direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`,
 `auto:default~16` (the channel read for the direct read's 16 best labels only),
+`auto:default^1` (the direct read in one label order: the labels as sent),
 `auto:default*8` (ClassifyBatch requests of 8 texts, whatever `--batch-size` says); or `peer`:
 the plain prompt a vLLM user writes (the built-in `minimal` template), labels' first tokens
 read at the start of the answer, no calibration.
@@ -40,6 +41,7 @@ class ScoringConfig:
     template: str | None = None  # None: --template's (or the server default)
     batch_size: int | None = None  # None: --batch-size's
     channel_shortlist: int = 0  # 0: the server's default
+    label_orders: int = 0  # 0: the server's choice
 
     @property
     def name(self) -> str:
@@ -55,6 +57,8 @@ class ScoringConfig:
             name = f"{name}@{self.template}"
         if self.channel_shortlist:
             name = f"{name}~{self.channel_shortlist}"
+        if self.label_orders:
+            name = f"{name}^{self.label_orders}"
         return name if self.batch_size is None else f"{name}*{self.batch_size}"
 
     def texts_per_request(self, default: int) -> int:
@@ -79,6 +83,7 @@ class ScoringConfig:
             template=template if self.template is None else self.template,
             method=METHODS[self.method],
             channel_shortlist=self.channel_shortlist,
+            label_orders=self.label_orders,
         )
 
 
@@ -86,7 +91,7 @@ PEER = ScoringConfig("first_token", "none", method="direct", template=PEER_TEMPL
 
 
 def parse_config(text: str) -> ScoringConfig:
-    """`[method/]mode:calibration[:normalization][@template][~N][*K]`, or `peer`."""
+    """`[method/]mode:calibration[:normalization][@template][~N][^O][*K]`, or `peer`."""
     spec = text.strip()
     if spec.lower() == "peer":
         return PEER
@@ -96,6 +101,9 @@ def parse_config(text: str) -> ScoringConfig:
         if not size.strip().isdigit() or int(size) < 1:
             raise ValueError(f"config {text!r}: *K needs a whole number of texts K >= 1")
         batch_size = int(size)
+    spec, caret, orders = spec.partition("^")
+    if caret and orders.strip() not in ("1", "2"):
+        raise ValueError(f"config {text!r}: ^O needs 1 or 2 label orders")
     spec, tilde, shortlist = spec.partition("~")
     if tilde and (not shortlist.strip().isdigit() or int(shortlist) < 1):
         raise ValueError(f"config {text!r}: ~N needs a whole number of labels N >= 1")
@@ -127,6 +135,7 @@ def parse_config(text: str) -> ScoringConfig:
         template.strip() or None,
         batch_size,
         int(shortlist) if tilde else 0,
+        int(orders) if caret else 0,
     )
 
 
