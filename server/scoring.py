@@ -110,12 +110,13 @@ class PoolWeights:
         return self.channel_scale / math.log(max(text_tokens, 1) + 1)
 
 
-# Both chosen by leave-one-dataset-out on held-out log-loss and checked on a second model
-# family (README, "The pool" and "Two labels"). The direct read of one label order: the
-# channel weighs 1 at about 6 tokens, 0.43 at 100.
+# Both chosen by leave-one-dataset-out on held-out log-loss. The direct read of one label
+# order (README, "The pool"; checked on a second model family): the channel weighs 1 at
+# about 6 tokens, 0.43 at 100.
 ONE_ORDER_POOL = PoolWeights(channel_scale=2.0, temperature=1.4)
-# The direct read averaged over both label orders (two labels, by default): with the order
-# bias gone it is the stronger voice, and the channel's share is smaller.
+# The direct read averaged over both label orders (two labels, by default; README, "Two
+# labels": chosen over nine two-label sets of two models): with the order bias gone it is
+# the stronger voice, and the channel's share is smaller.
 BOTH_ORDERS_POOL = PoolWeights(channel_scale=0.625, temperature=0.85)
 
 

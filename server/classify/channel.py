@@ -6,9 +6,10 @@ a text of that label. The heads are shared by every text of a task, so vLLM's pr
 serves them; each read computes the text's own tokens. The channel is prior-free: a label
 the model likes to say gets no advantage, which is where direct reads go wrong most.
 
-With a shortlist (COMBINED's default for many labels) only the labels the direct read
-ranks best are read; the others get the lowest log-probability read for the text, so they
-rank below every label read and among themselves as the direct read ranks them.
+With a shortlist (COMBINED's ``channel_shortlist``, off by default) only the labels the
+direct read ranks best are read; the others get the lowest log-probability read for the
+text, so they rank below every label read and among themselves as the direct read ranks
+them.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class ChannelReader:
         heads = [channel.heads[i] for i in read]
         rows = await asyncio.gather(*(self._score(h, text_ids, options.cache_salt) for h in heads))
         usage = Usage()
-        by_label = {}
+        by_label: dict[int, float] = {}
         for i, head, (logprob, cached) in zip(read, heads, rows, strict=True):
             by_label[i] = logprob
             usage.add(Usage(prompt_tokens=len(head) + len(text_ids), cached_tokens=cached, reads=1))
