@@ -115,22 +115,31 @@ def pool_accuracy(rows: Sequence[Row], pool: Pool) -> float:
     return accuracy(rows, [pooled(r, pool) for r in rows])
 
 
-def log_loss(rows: Sequence[Row], pool: Pool, temperature: float) -> float:
-    """Mean -log P(truth) under the pool's distribution."""
+def scores_log_loss(rows: Sequence[Row], scores: Sequence[Sequence[float]]) -> float:
+    """Mean -log P(truth) under each row's softmax of its scores."""
     total = 0.0
-    for r in rows:
-        scores = pooled(r, pool, temperature)
-        total += scoring.logsumexp(scores) - scores[r.labels.index(r.truth)]
+    for r, s in zip(rows, scores, strict=True):
+        total += scoring.logsumexp(s) - s[r.labels.index(r.truth)]
     return total / len(rows)
 
 
-def calibration_error(rows: Sequence[Row], pool: Pool, temperature: float) -> float:
+def scores_calibration_error(rows: Sequence[Row], scores: Sequence[Sequence[float]]) -> float:
+    """The ECE of each row's top label under the softmax of its scores."""
     confidences, correct = [], []
-    for r in rows:
-        probabilities = scoring.softmax(pooled(r, pool, temperature))
+    for r, s in zip(rows, scores, strict=True):
+        probabilities = scoring.softmax(s)
         confidences.append(max(probabilities))
         correct.append(r.labels[top(probabilities)] == r.truth)
     return expected_calibration_error(confidences, correct) or 0.0
+
+
+def log_loss(rows: Sequence[Row], pool: Pool, temperature: float) -> float:
+    """Mean -log P(truth) under the pool's distribution."""
+    return scores_log_loss(rows, [pooled(r, pool, temperature) for r in rows])
+
+
+def calibration_error(rows: Sequence[Row], pool: Pool, temperature: float) -> float:
+    return scores_calibration_error(rows, [pooled(r, pool, temperature) for r in rows])
 
 
 def leave_one_out(
@@ -194,9 +203,7 @@ def shortlist_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
         cells = []
         for rows in by_set.values():
             scores = [with_shortlist(r, size) for r in rows]
-            confidences = [max(scoring.softmax(s)) for s in scores]
-            right = [r.labels[top(s)] == r.truth for r, s in zip(rows, scores, strict=True)]
-            ece = expected_calibration_error(confidences, right) or 0.0
+            ece = scores_calibration_error(rows, scores)
             cells.append(f"{accuracy(rows, scores):.1f} ({ece:.3f})")
         out.append([str(size) if size < longest else "every label", *cells])
     return out

@@ -19,8 +19,11 @@ from pathlib import Path
 
 from labelprob.server import scoring
 from labelprob.tools.evaluation.collect import BOTH_ORDERS, Row, read_rows
-from labelprob.tools.evaluation.metrics import expected_calibration_error
-from labelprob.tools.evaluation.selection import accuracy, top
+from labelprob.tools.evaluation.selection import (
+    accuracy,
+    scores_calibration_error,
+    scores_log_loss,
+)
 from labelprob.tools.reports import text_table
 
 ORDERS = ("one order", "both orders")
@@ -55,11 +58,7 @@ def pooled(row: Row, choice: Choice) -> list[float]:
 
 
 def log_loss(rows: Sequence[Row], choice: Choice) -> float:
-    total = 0.0
-    for r in rows:
-        scores = pooled(r, choice)
-        total += scoring.logsumexp(scores) - scores[r.labels.index(r.truth)]
-    return total / len(rows)
+    return scores_log_loss(rows, [pooled(r, choice) for r in rows])
 
 
 def held_out_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
@@ -71,9 +70,7 @@ def held_out_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
     for held, rows in by_set.items():
         best = min(CHOICES, key=lambda c: sum(v for n, v in losses[c].items() if n != held))
         scores = [pooled(r, best) for r in rows]
-        confidences = [max(scoring.softmax(s)) for s in scores]
-        right = [r.labels[top(s)] == r.truth for r, s in zip(rows, scores, strict=True)]
-        ece = expected_calibration_error(confidences, right) or 0.0
+        ece = scores_calibration_error(rows, scores)
         out.append([held, best.name, f"{accuracy(rows, scores):.1f}", f"{ece:.3f}",
                     f"{accuracy(rows, [pooled(r, one_order) for r in rows]):.1f}",
                     f"{accuracy(rows, [r.peer for r in rows]):.1f}"])  # fmt: skip
