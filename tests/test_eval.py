@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import math
+import random
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,38 @@ def test_ece_of_overconfident_predictions() -> None:
     assert mt.expected_calibration_error(confidences, correct) == pytest.approx(
         0.5 * 0.3 + 0.5 * 0.05
     )
+
+
+def test_calibrated_ece_of_one_text_is_its_expected_gap() -> None:
+    # Right with probability c: the gap is 1 - c then, c otherwise.
+    for c in (0.5, 0.7, 0.95):
+        assert mt.calibrated_ece([c]) == pytest.approx(2 * c * (1 - c))
+    assert mt.calibrated_ece([]) is None
+    assert mt.calibrated_ece([1.0, 1.0]) == pytest.approx(0.0)
+
+
+def test_calibrated_ece_by_enumerating_every_outcome() -> None:
+    # Mixed confidences within a bin and across bins: the mean of the ECE over all 2^n
+    # outcomes, each weighted by its probability.
+    confidences = [0.52, 0.58, 0.55, 0.81, 0.86, 0.93, 0.97]
+    want = 0.0
+    for outcome in itertools.product([True, False], repeat=len(confidences)):
+        weight = math.prod(c if ok else 1 - c for c, ok in zip(confidences, outcome, strict=True))
+        want += weight * mt.expected_calibration_error(confidences, list(outcome))
+    assert mt.calibrated_ece(confidences) == pytest.approx(want)
+
+
+def test_calibrated_ece_falls_with_the_square_root_of_the_count() -> None:
+    rng = random.Random(7)
+    confidences = [0.4 + 0.6 * rng.random() for _ in range(60)]
+    draws = [
+        mt.expected_calibration_error(confidences, [rng.random() < c for c in confidences])
+        for _ in range(3000)
+    ]
+    assert mt.calibrated_ece(confidences) == pytest.approx(sum(draws) / len(draws), rel=0.05)
+    assert 0.06 < mt.calibrated_ece(confidences) < 0.13  # the README's "about 0.1"
+    quadrupled = mt.calibrated_ece(confidences * 4)
+    assert quadrupled == pytest.approx(mt.calibrated_ece(confidences) / 2, rel=0.15)
 
 
 def test_reliability_bins_are_equal_width_and_count_every_text() -> None:

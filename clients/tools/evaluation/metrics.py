@@ -99,6 +99,37 @@ def expected_calibration_error(
     )
 
 
+def calibrated_ece(confidences: Sequence[float], bins: int = ECE_BINS) -> float | None:
+    """The ECE a perfectly calibrated model would show, on average, with these confidences
+    on this many texts: its sampling noise, the floor a measured ECE is read against (60
+    texts: about 0.1; the floor falls as one over the square root of the count).
+
+    Each text is right with probability its confidence; a bin's hits are then a sum of
+    independent Bernoulli draws (Poisson-binomial), whose distribution a dynamic programme
+    gives exactly, so the expectation of each bin's |accuracy - mean confidence| is exact.
+    """
+    total = len(confidences)
+    if total == 0:
+        return None
+    members: list[list[float]] = [[] for _ in range(bins)]
+    for confidence in confidences:
+        members[min(max(math.floor(confidence * bins), 0), bins - 1)].append(confidence)
+    floor = 0.0
+    for group in members:
+        if not group:
+            continue
+        hits = [1.0]  # hits[k] = P(k of the texts so far are right)
+        for p in group:
+            hits = [
+                (hits[k] if k < len(hits) else 0.0) * (1 - p) + (hits[k - 1] * p if k else 0.0)
+                for k in range(len(hits) + 1)
+            ]
+        count, mean_confidence = len(group), sum(group) / len(group)
+        gap = sum(h * abs(k / count - mean_confidence) for k, h in enumerate(hits))
+        floor += count / total * gap
+    return floor
+
+
 def mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 

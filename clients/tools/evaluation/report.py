@@ -58,6 +58,7 @@ class EvalReport:
                     "mean_accuracy": mean_of_all([r.accuracy for r in mine]),
                     "mean_macro_f1": mean_of_all([r.macro_f1 for r in mine]),
                     "mean_ece": mean_of_all([r.ece for r in mine]),
+                    "mean_ece_floor": mean_of_all([r.ece_floor for r in mine]),
                 }
             )
         peer_accuracy = rows[0]["mean_accuracy"] if rows else None
@@ -106,7 +107,7 @@ def _cell(text: str) -> str:
 
 TABLE_COLUMNS = [
     "dataset", "config", "texts", "accuracy %", "Δ vs peer (pts)", "macro-F1 %", "ECE",
-    "label mass", "entropy (nats)", "errors", "texts/s",
+    "ECE floor", "label mass", "entropy (nats)", "errors", "texts/s",
 ]  # fmt: skip
 
 
@@ -117,7 +118,8 @@ def _table_row(cells: Sequence[str]) -> str:
 def format_markdown(report: EvalReport) -> str:
     """One row per dataset x config (peer first within each dataset), then, with two or more
     datasets, one mean row per config. Accuracy is over the answered texts at full coverage
-    (no abstention); `errors` counts the texts whose RPC failed."""
+    (no abstention); `errors` counts the texts whose RPC failed; `ECE floor` is the ECE a
+    perfectly calibrated model would show with the same confidences on as many texts."""
     lines = [_table_row(TABLE_COLUMNS), _table_row(["---"] * len(TABLE_COLUMNS))]
     for info in report.datasets:
         for config in report.configs:
@@ -127,7 +129,8 @@ def format_markdown(report: EvalReport) -> str:
             cells = [
                 _cell(r.dataset), _cell(r.config), str(r.rows), percent(r.accuracy),
                 _delta(r.delta_vs_peer_pts, config == report.peer), percent(r.macro_f1),
-                _num(r.ece), _num(r.mean_label_mass), _num(r.mean_entropy), str(r.errors),
+                _num(r.ece), _num(r.ece_floor), _num(r.mean_label_mass), _num(r.mean_entropy),
+                str(r.errors),
                 f"{r.texts_per_s:.1f}",
             ]  # fmt: skip
             lines.append(_table_row(cells))
@@ -137,7 +140,8 @@ def format_markdown(report: EvalReport) -> str:
                 f"**mean of {row['datasets']}**", _cell(row["config"]), str(row["rows"]),
                 percent(row["mean_accuracy"]),
                 _delta(row["delta_vs_peer_pts"], row["config"] == report.peer),
-                percent(row["mean_macro_f1"]), _num(row["mean_ece"]), "", "",
+                percent(row["mean_macro_f1"]), _num(row["mean_ece"]),
+                _num(row["mean_ece_floor"]), "", "",
                 str(row["errors"]), "",
             ]  # fmt: skip
             lines.append(_table_row(cells))

@@ -9,6 +9,7 @@ from typing import Any
 
 from labelprob.tools.evaluation.metrics import (
     accuracy,
+    calibrated_ece,
     confusion_matrix,
     expected_calibration_error,
     macro_f1,
@@ -59,6 +60,7 @@ class ConfigResult:
     accuracy: float | None
     macro_f1: float | None
     ece: float | None
+    ece_floor: float | None  # a calibrated model's ECE on these confidences: sampling noise
     mean_confidence: float | None
     mean_label_mass: float | None
     mean_entropy: float | None
@@ -99,6 +101,7 @@ class ConfigResult:
             "delta_vs_peer_pts": self.delta_vs_peer_pts,
             "macro_f1": self.macro_f1,
             "ece": self.ece,
+            "ece_floor": self.ece_floor,
             "mean_confidence": self.mean_confidence,
             "mean_label_mass": self.mean_label_mass,
             "mean_entropy": self.mean_entropy,
@@ -146,6 +149,7 @@ def summarize(
         accuracy=accuracy(matrix),
         macro_f1=macro_f1(matrix),
         ece=expected_calibration_error(confidences, correct),
+        ece_floor=calibrated_ece(confidences),
         mean_confidence=mean(confidences),
         mean_label_mass=mean([p.label_mass for p in answered]),
         mean_entropy=mean([p.entropy for p in answered]),
