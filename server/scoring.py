@@ -252,6 +252,20 @@ def decide(sig: Signals, top_probability: float, thresholds: Thresholds) -> Deci
     return Decision.ACCEPT if holds else Decision.ABSTAIN
 
 
+def log_label_prior(shares: Sequence[float]) -> list[float]:
+    """The log of each label's expected share, the shares normalized to sum to 1: added to
+    scores that treat the labels as equally likely, it re-weights them by Bayes' rule."""
+    total = sum(shares)
+    return [math.log(share / total) for share in shares]
+
+
+def with_label_prior(scores: Sequence[float], log_prior: Sequence[float]) -> list[float]:
+    """Scores re-weighted by a label prior (its log shares); unchanged without one."""
+    if not log_prior:
+        return list(scores)
+    return [s + p for s, p in zip(scores, log_prior, strict=True)]
+
+
 def log_normalize(scores: Sequence[float]) -> list[float]:
     """Log of the softmax: scores as log-probabilities over the labels."""
     total = logsumexp(scores)

@@ -172,6 +172,36 @@ def test_peer_config_is_prepended_or_moved_first() -> None:
     assert shortlisted.name == "auto:default~8^1*4"
     options = shortlisted.options()
     assert (options.channel_shortlist, options.label_orders) == (8, 1)
+    with_prior = cf.parse_config("auto:default^2+prior*8")
+    assert (with_prior.label_prior, with_prior.label_orders, with_prior.batch_size) == (True, 2, 8)
+    assert with_prior.name == "auto:default^2+prior*8"
+    assert cf.parse_config(with_prior.name) == with_prior
+    assert not cf.parse_config("auto:default").label_prior
+
+
+def test_a_prior_config_sends_the_files_label_shares(tmp_path: Path) -> None:
+    """+prior sends each label's share of the whole file (add-one smoothed) as the label
+    prior, whatever rows the sample took; other configs send none."""
+    rows = [{"text": f"t{i}", "label": "ham" if i % 4 else "spam"} for i in range(8)]
+    data = ds.load_dataset(write_jsonl(tmp_path / "sms.jsonl", rows), limit=3)
+    assert data.labels == ["ham", "spam"]
+    assert data.file_shares == pytest.approx([(6 + 1) / 10, (2 + 1) / 10])
+    assert data.describe()["file_shares"] == pytest.approx({"ham": 0.7, "spam": 0.3})
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.sent: list[list[float]] = []
+
+        async def classify(self, text: str, params: ClassifyParams) -> pb.Classification:
+            self.sent.append(list(params.options.label_prior))
+            return pb.Classification(top_label="ham")
+
+    for spec, want in (("auto:default+prior", [0.7, 0.3]), ("auto:default", [])):
+        recorder = Recorder()
+        settings = rn.EvalSettings(configs=cf.parse_configs(spec))
+        result = asyncio.run(rn.run_config(recorder, data, cf.parse_config(spec), settings))
+        assert result.answered == 3
+        assert [sent == pytest.approx(want) for sent in recorder.sent] == [True] * 3
 
 
 @pytest.mark.parametrize(
@@ -188,6 +218,7 @@ def test_peer_config_is_prepended_or_moved_first() -> None:
         "auto:none*x",
         "auto:none~0",
         "auto:none^3",
+        "auto:none+posterior",
     ],
 )
 def test_bad_configs_are_rejected(spec: str) -> None:

@@ -134,6 +134,41 @@ def test_combined_pools_the_direct_read_and_the_channel(
     assert [lb.logprob for lb in both] == pytest.approx([d.logprob for d in direct], abs=1e-4)
 
 
+def test_a_label_prior_reweights_the_server_defaults_by_bayes_rule(tiny_client: Client) -> None:
+    """The defaults with ``label_prior`` (0.87 / 0.13, as for ham and spam): each label's
+    probability is the one the same request gets without a prior times its share,
+    renormalized; the label's own reads are unchanged. A batch takes it per text."""
+    labels, shares = ["ham", "spam"], [0.87, 0.13]
+    texts = ["Are we still on for lunch tomorrow?", "WIN a FREE prize now, text 80080!"]
+    plain, skewed = (
+        ClassifyParams(labels),
+        ClassifyParams(labels, options=pb.ScoringOptions(label_prior=shares)),
+    )
+    pairs = [(tiny_client.classify(t, plain), tiny_client.classify(t, skewed)) for t in texts]
+    batches = zip(
+        tiny_client.classify_batch(texts, plain).results,
+        tiny_client.classify_batch(texts, skewed).results,
+        strict=True,
+    )
+    for before, after in [*pairs, *batches]:
+        weighted = [lb.probability * s for lb, s in zip(before.labels, shares, strict=True)]
+        want = [w / sum(weighted) for w in weighted]
+        assert [lb.probability for lb in after.labels] == pytest.approx(want, abs=1e-4)
+        assert [lb.logprob for lb in after.labels] == pytest.approx(
+            [lb.logprob for lb in before.labels], abs=1e-4
+        )
+        assert after.top_label == labels[max(range(2), key=want.__getitem__)]
+
+
+def test_a_label_prior_of_the_wrong_length_names_its_field(tiny_client: Client) -> None:
+    params = ClassifyParams(LABELS, options=pb.ScoringOptions(label_prior=[0.5, 0.5]))
+    with pytest.raises(grpc.RpcError) as err:
+        tiny_client.classify("Anything.", params)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "options.label_prior" in err.value.details()
+    assert tiny_client.classify("Anything.", ClassifyParams(LABELS)).top_label in LABELS
+
+
 def test_a_channel_shortlist_reads_the_channel_of_the_best_direct_labels(
     tiny_client: Client, tiny_model_dir
 ) -> None:

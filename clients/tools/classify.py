@@ -37,6 +37,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def label_shares(text: str) -> list[float]:
+    """An argparse type: comma-separated positive shares, one per label in their order."""
+    try:
+        shares = [float(part) for part in text.split(",")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"comma-separated numbers, got {text!r}") from exc
+    if not all(share > 0 for share in shares):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"every share must be > 0, got {text!r}")
+    return shares
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelprob classify", description=DESCRIPTION)
     parser.add_argument("text", nargs="?", help="text to classify (omit with --input)")
@@ -65,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="combined method: read the channel for the direct read's N best labels only",
+    )
+    parser.add_argument(
+        "--label-prior",
+        type=label_shares,
+        default=[],
+        metavar="SHARES",
+        help="each label's expected share of the texts, in --labels order (e.g. 0.87,0.13)",
     )
     parser.add_argument("--top-alternatives", type=int, default=0)
     parser.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
@@ -98,6 +116,7 @@ def params_from_args(args: argparse.Namespace, labels: list[str] | None = None) 
         top_alternatives=args.top_alternatives,
         prior_scope=args.prior_scope,
         channel_shortlist=args.channel_shortlist,
+        label_prior=args.label_prior,
     )
     return ClassifyParams(
         labels=[parse_label(x) for x in names], instruction=args.instruction, options=options

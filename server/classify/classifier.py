@@ -36,6 +36,17 @@ from labelprob.server.prompts import DEFAULT_TEMPLATE, Template
 from labelprob.server.scoring import Calibration, Method
 
 
+def pruning_offsets(
+    calibration: Sequence[float] | None, log_label_prior: Sequence[float]
+) -> list[float] | None:
+    """What PRUNED's bounds subtract from each label's score so that they rank labels as the
+    final scores will: calibration's offsets, less the label prior's log shares."""
+    if not log_label_prior:
+        return None if calibration is None else list(calibration)
+    base = calibration if calibration is not None else [0.0] * len(log_label_prior)
+    return [c - p for c, p in zip(base, log_label_prior, strict=True)]
+
+
 class Classifier:
     """Runs classification requests against a read engine."""
 
@@ -99,7 +110,7 @@ class Classifier:
             channel = channels[i] if channels is not None else None
             if channel is not None and ctx.method.reads_direct:
                 raw.usage.add(channel.usage)
-            scored = ScoredText(raw, scores[i], calibrated[i], channel, pool)
+            scored = ScoredText(raw, scores[i], calibrated[i], channel, pool, ctx.log_label_prior)
             results.append(build_classification(ctx, scored, self.engine.decode_token))
         return results
 
@@ -125,8 +136,10 @@ class Classifier:
             labels=len(task.labels),
             pruned=mode is Mode.PRUNED,
         )
+        log_label_prior = tuple(scoring.log_label_prior(options.label_prior))
         return RequestContext(task, prepared, options, mode, calibration, method,
-                              prior_key=prior_key, prior=prior, label_orders=orders)  # fmt: skip
+                              prior_key=prior_key, prior=prior, label_orders=orders,
+                              log_label_prior=log_label_prior)  # fmt: skip
 
     async def _scores(
         self, ctx: RequestContext, texts: Sequence[str]
@@ -136,7 +149,7 @@ class Classifier:
         offsets = None
         if ctx.method.reads_direct and ctx.mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.
-            offsets = await self.calibrator.offsets(ctx)
+            offsets = pruning_offsets(await self.calibrator.offsets(ctx), ctx.log_label_prior)
         contexts = self.direct.contexts(ctx) if ctx.method.reads_direct else []
         shortlist = self._shortlist_size(ctx)
         per_text = self.direct.reads_per_text(contexts)

@@ -23,3 +23,5 @@ class RequestContext:
     prior_key: PriorKey | None = None
     prior: PriorSnapshot = EMPTY
     label_orders: int = 1  # resolved: the direct read's label orders (2: as sent and reversed)
+    # options.label_prior's log shares, added to the final scores; (): labels equally likely.
+    log_label_prior: tuple[float, ...] = ()

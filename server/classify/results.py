@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from labelprob.server import scoring
@@ -26,6 +26,7 @@ class ScoredText:
     calibrated: list[float] | None
     channel: ChannelScores | None = None
     pool: scoring.PoolWeights = scoring.ONE_ORDER_POOL  # how direct and channel are pooled
+    log_label_prior: Sequence[float] = ()  # the request's label prior; (): equally likely
 
     @property
     def channel_logprobs(self) -> list[float] | None:
@@ -37,10 +38,11 @@ class ScoredText:
 
     @property
     def final(self) -> list[float]:
-        """What is normalized over the labels."""
-        return scoring.combined_scores(
+        """What is normalized over the labels: the pool, re-weighted by the label prior."""
+        pooled = scoring.combined_scores(
             self.calibrated, self.channel_logprobs, self.text_tokens, self.pool
         )
+        return scoring.with_label_prior(pooled, self.log_label_prior)
 
     @property
     def uncalibrated(self) -> list[float]:

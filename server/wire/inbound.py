@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from labelprob.server.classify import CompletionRequest, Options, Task
 from labelprob.server.config import ServerSettings
@@ -211,6 +211,25 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
     )
 
 
+def label_prior_from_proto(options: pb.ScoringOptions, labels: int) -> tuple[float, ...]:
+    """The request's label shares, checked against its labels; () when none are sent."""
+    shares = tuple(options.label_prior)
+    if not shares:
+        return ()
+    if options.multi_label:
+        raise InvalidArgument(
+            "options.label_prior", "multi_label scores each label alone; no label prior"
+        )
+    if len(shares) != labels:
+        raise InvalidArgument(
+            "options.label_prior", f"{len(shares)} shares for {labels} labels; one per label"
+        )
+    for i, share in enumerate(shares):
+        if not (math.isfinite(share) and share > 0.0):
+            raise InvalidArgument(f"options.label_prior[{i}]", f"must be > 0, got {share}")
+    return shares
+
+
 def _task_and_options(
     request: pb.ClassifyRequest | pb.ClassifyBatchRequest, limits: Limits, cache_salt: str | None
 ) -> tuple[Task, Options]:
@@ -218,7 +237,8 @@ def _task_and_options(
         request.labels, request.instruction, request.examples, request.options, limits
     )
     options = options_from_proto(request.options, limits).with_salt(cache_salt)
-    return task, options
+    prior = label_prior_from_proto(request.options, len(task.labels))
+    return task, replace(options, label_prior=prior)
 
 
 def classify_call(

@@ -20,3 +20,21 @@ def test_a_negative_channel_shortlist_is_a_usage_error(capsys: pytest.CaptureFix
         classify.build_parser().parse_args(["t", "--labels", "x", "y", "--channel-shortlist", "-1"])
     assert exc.value.code == 2
     assert "--channel-shortlist: must be >= 0" in capsys.readouterr().err
+
+
+def test_a_label_prior_reaches_the_options_in_label_order() -> None:
+    args = classify.build_parser().parse_args(
+        ["a text", "--labels", "ham", "spam", "--label-prior", "0.87,0.13"]
+    )
+    assert list(classify.params_from_args(args).options.label_prior) == [0.87, 0.13]
+    unset = classify.build_parser().parse_args(["a text", "--labels", "ham", "spam"])
+    assert list(classify.params_from_args(unset).options.label_prior) == []
+
+
+@pytest.mark.parametrize("shares", ["0.5,0", "0.5,-1", "a,b", "nan,1"])
+def test_a_bad_label_prior_is_a_usage_error(
+    shares: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        classify.build_parser().parse_args(["t", "--labels", "x", "y", "--label-prior", shares])
+    assert "--label-prior" in capsys.readouterr().err

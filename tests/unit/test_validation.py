@@ -169,6 +169,36 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.label_orders",
     ),
     (
+        "a label prior with one share for two labels",
+        "Classify",
+        classify(options=opts(label_prior=[1.0])),
+        "options.label_prior",
+    ),
+    (
+        "a label prior with a zero share",
+        "Classify",
+        classify(options=opts(label_prior=[0.9, 0.0])),
+        "options.label_prior[1]",
+    ),
+    (
+        "a label prior with a negative share",
+        "ClassifyBatch",
+        pb.ClassifyBatchRequest(texts=["a", "b"], labels=AB, options=opts(label_prior=[-0.5, 0.5])),
+        "options.label_prior[0]",
+    ),
+    (
+        "a label prior with a NaN share",
+        "Classify",
+        classify(options=opts(label_prior=[math.nan, 1.0])),
+        "options.label_prior[0]",
+    ),
+    (
+        "a label prior with multi-label",
+        "Classify",
+        classify(options=opts(label_prior=[0.5, 0.5], multi_label=True)),
+        "options.label_prior",
+    ),
+    (
         "multi-label threshold above 1",
         "Classify",
         classify(options=opts(multi_label=True, multi_label_threshold=2.0)),

@@ -42,6 +42,9 @@ class ScoringConfig:
     batch_size: int | None = None  # None: --batch-size's
     channel_shortlist: int = 0  # 0: the server's default
     label_orders: int = 0  # 0: the server's choice
+    # Send the data set's label shares (of its whole file) as options.label_prior: the base
+    # rates a caller who knows its traffic would send.
+    label_prior: bool = False
 
     @property
     def name(self) -> str:
@@ -59,6 +62,8 @@ class ScoringConfig:
             name = f"{name}~{self.channel_shortlist}"
         if self.label_orders:
             name = f"{name}^{self.label_orders}"
+        if self.label_prior:
+            name = f"{name}+prior"
         return name if self.batch_size is None else f"{name}*{self.batch_size}"
 
     def texts_per_request(self, default: int) -> int:
@@ -91,7 +96,7 @@ PEER = ScoringConfig("first_token", "none", method="direct", template=PEER_TEMPL
 
 
 def parse_config(text: str) -> ScoringConfig:
-    """`[method/]mode:calibration[:normalization][@template][~N][^O][*K]`, or `peer`."""
+    """`[method/]mode:calibration[:normalization][@template][~N][^O][+prior][*K]`, or `peer`."""
     spec = text.strip()
     if spec.lower() == "peer":
         return PEER
@@ -101,6 +106,9 @@ def parse_config(text: str) -> ScoringConfig:
         if not size.strip().isdigit() or int(size) < 1:
             raise ValueError(f"config {text!r}: *K needs a whole number of texts K >= 1")
         batch_size = int(size)
+    spec, plus, flag = spec.partition("+")
+    if plus and flag.strip().lower() != "prior":
+        raise ValueError(f"config {text!r}: the only + suffix is +prior")
     spec, caret, orders = spec.partition("^")
     if caret and orders.strip() not in ("1", "2"):
         raise ValueError(f"config {text!r}: ^O needs 1 or 2 label orders")
@@ -136,6 +144,7 @@ def parse_config(text: str) -> ScoringConfig:
         batch_size,
         int(shortlist) if tilde else 0,
         int(orders) if caret else 0,
+        bool(plus),
     )
 
 

@@ -24,6 +24,9 @@ class Dataset:
     total_rows: int
     indices: list[int] = field(default_factory=list)  # row numbers in the file, 0-based
     sample: dict[str, Any] = field(default_factory=dict)  # limit, seed, max_chars
+    # Each label's share of the whole file, add-one smoothed: the base rates a config with
+    # +prior sends as the label prior.
+    file_shares: list[float] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
         counts = Counter(self.truths)
@@ -37,6 +40,7 @@ class Dataset:
             "row_indices": self.indices,
             "labels": self.labels,
             "label_counts": {label: counts[label] for label in self.labels},
+            "file_shares": dict(zip(self.labels, self.file_shares, strict=True)),
         }
 
 
@@ -85,6 +89,8 @@ def parse_dataset(
         raise ValueError(f"{source}: need at least 2 labels, got {label_set}")
     indices = sample_indices(len(texts), limit, seed, skip)
     cut = slice(None) if max_chars is None else slice(0, max_chars)
+    counts = Counter(truths)
+    smoothed = len(truths) + len(label_set)
     return Dataset(
         name=name,
         source=source,
@@ -94,6 +100,7 @@ def parse_dataset(
         total_rows=len(texts),
         indices=indices,
         sample={"limit": limit, "seed": seed, "max_chars": max_chars, "skip": skip},
+        file_shares=[(counts[label] + 1) / smoothed for label in label_set],
     )
 
 

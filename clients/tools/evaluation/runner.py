@@ -95,6 +95,8 @@ async def run_config(
     options = config.options(settings.template)
     # Online calibration learns from what it scores: each (run, dataset, config) starts fresh.
     options.prior_scope = f"labelprob-eval/{uuid.uuid4().hex[:12]}/{dataset.name}/{config.name}"
+    if config.label_prior:
+        options.label_prior.extend(dataset.file_shares)
     params = ClassifyParams(
         labels=dataset.labels, instruction=settings.instruction, options=options
     )
