@@ -45,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--configs",
         default=DEFAULT_CONFIGS,
-        help="comma list of [method/]mode:calibration[:normalization][@template][*K] "
+        help="comma list of [method/]mode:calibration[:normalization][@template][~N][^O]"
+        "[+prior][*K] "
         f"(modes {', '.join(sorted(MODES))}; calibrations {', '.join(sorted(CALIBRATIONS))}; "
         f"normalizations {', '.join(sorted(NORMALIZATIONS))}; *K: ClassifyBatch requests of "
-        f"K texts); peer is always the first row (default {DEFAULT_CONFIGS})",
+        "K texts; +prior: the file's label shares as label_prior); peer is always the first row (default {DEFAULT_CONFIGS})",
     )
     parser.add_argument(
         "--labels", "-l", nargs="+", help="label set (default: each file's sorted labels)"

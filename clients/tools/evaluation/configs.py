@@ -1,9 +1,10 @@
 """Scoring configurations, the peer method first.
 
-A config is `[method/]mode:calibration[:normalization][@template][~N][^O][*K]`, e.g.
+A config is `[method/]mode:calibration[:normalization][@template][~N][^O][+prior][*K]`, e.g.
 `direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`,
 `auto:default~16` (the channel read for the direct read's 16 best labels only),
 `auto:default^1` (the direct read in one label order: the labels as sent),
+`auto:default+prior` (the data file's label shares sent as `label_prior`),
 `auto:default*8` (ClassifyBatch requests of 8 texts, whatever `--batch-size` says); or `peer`:
 the plain prompt a vLLM user writes (the built-in `minimal` template), labels' first tokens
 read at the start of the answer, no calibration.
