@@ -49,7 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "[+prior][*K] "
         f"(modes {', '.join(sorted(MODES))}; calibrations {', '.join(sorted(CALIBRATIONS))}; "
         f"normalizations {', '.join(sorted(NORMALIZATIONS))}; *K: ClassifyBatch requests of "
-        "K texts; +prior: the file's label shares as label_prior); peer is always the first row (default {DEFAULT_CONFIGS})",
+        "K texts; +prior: the file's label shares as label_prior); "
+        f"peer is always the first row (default {DEFAULT_CONFIGS})",
     )
     parser.add_argument(
         "--labels", "-l", nargs="+", help="label set (default: each file's sorted labels)"
