@@ -227,6 +227,8 @@ def label_prior_from_proto(options: pb.ScoringOptions, labels: int) -> tuple[flo
     for i, share in enumerate(shares):
         if not (math.isfinite(share) and share > 0.0):
             raise InvalidArgument(f"options.label_prior[{i}]", f"must be > 0, got {share}")
+    if not math.isfinite(sum(shares)):  # normalizing would divide by infinity
+        raise InvalidArgument("options.label_prior", "the shares' sum is not a finite number")
     return shares
 
 

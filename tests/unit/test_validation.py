@@ -193,6 +193,12 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.label_prior[0]",
     ),
     (
+        "a label prior whose sum overflows",
+        "Classify",
+        classify(options=opts(label_prior=[1e308, 1e308])),
+        "options.label_prior",
+    ),
+    (
         "a label prior with multi-label",
         "Classify",
         classify(options=opts(label_prior=[0.5, 0.5], multi_label=True)),
