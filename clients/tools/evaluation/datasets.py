@@ -40,7 +40,7 @@ class Dataset:
             "row_indices": self.indices,
             "labels": self.labels,
             "label_counts": {label: counts[label] for label in self.labels},
-            "file_shares": dict(zip(self.labels, self.file_shares, strict=True)),
+            "file_shares": dict(zip(self.labels, self.file_shares, strict=False)),
         }
 
 
