@@ -59,6 +59,11 @@ def macro_f1(matrix: Sequence[Sequence[int]]) -> float | None:
     return sum(f1s) / len(f1s) if f1s else None
 
 
+def confidence_bin(confidence: float, bins: int = ECE_BINS) -> int:
+    """The equal-width bin [i/bins, (i+1)/bins) a confidence falls in, the last closed at 1."""
+    return min(max(math.floor(confidence * bins), 0), bins - 1)
+
+
 def reliability_bins(
     confidences: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS
 ) -> list[dict[str, Any]]:
@@ -68,7 +73,7 @@ def reliability_bins(
     confidence_sums = [0.0] * bins
     hits = [0] * bins
     for confidence, ok in zip(confidences, correct, strict=True):
-        b = min(max(math.floor(confidence * bins), 0), bins - 1)
+        b = confidence_bin(confidence, bins)
         counts[b] += 1
         confidence_sums[b] += confidence
         hits[b] += bool(ok)
@@ -113,21 +118,29 @@ def calibrated_ece(confidences: Sequence[float], bins: int = ECE_BINS) -> float 
         return None
     members: list[list[float]] = [[] for _ in range(bins)]
     for confidence in confidences:
-        members[min(max(math.floor(confidence * bins), 0), bins - 1)].append(confidence)
+        members[confidence_bin(confidence, bins)].append(confidence)
     floor = 0.0
     for group in members:
         if not group:
             continue
-        hits = [1.0]  # hits[k] = P(k of the texts so far are right)
-        for p in group:
-            hits = [
-                (hits[k] if k < len(hits) else 0.0) * (1 - p) + (hits[k - 1] * p if k else 0.0)
-                for k in range(len(hits) + 1)
-            ]
         count, mean_confidence = len(group), sum(group) / len(group)
-        gap = sum(h * abs(k / count - mean_confidence) for k, h in enumerate(hits))
+        gap = sum(
+            p * abs(k / count - mean_confidence) for k, p in enumerate(hit_distribution(group))
+        )
         floor += count / total * gap
     return floor
+
+
+def hit_distribution(probabilities: Sequence[float]) -> list[float]:
+    """P(exactly k of independent events happen), k = 0..n, each event's probability given
+    (the Poisson-binomial distribution), one event at a time."""
+    hits = [1.0]
+    for p in probabilities:
+        hits = [
+            (hits[k] if k < len(hits) else 0.0) * (1 - p) + (hits[k - 1] * p if k else 0.0)
+            for k in range(len(hits) + 1)
+        ]
+    return hits
 
 
 def mean(values: Sequence[float]) -> float | None:
