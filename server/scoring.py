@@ -266,6 +266,17 @@ def with_label_prior(scores: Sequence[float], log_prior: Sequence[float]) -> lis
     return [s + p for s, p in zip(scores, log_prior, strict=True)]
 
 
+def pruning_offsets(
+    calibration: Sequence[float] | None, log_label_prior: Sequence[float]
+) -> list[float] | None:
+    """What PRUNED's bounds subtract from each label's score so that they rank labels as the
+    final scores will: calibration's offsets, less the label prior's log shares."""
+    if not log_label_prior:
+        return None if calibration is None else list(calibration)
+    base = calibration if calibration is not None else [0.0] * len(log_label_prior)
+    return [c - p for c, p in zip(base, log_label_prior, strict=True)]
+
+
 def log_normalize(scores: Sequence[float]) -> list[float]:
     """Log of the softmax: scores as log-probabilities over the labels."""
     total = logsumexp(scores)

@@ -36,17 +36,6 @@ from labelprob.server.prompts import DEFAULT_TEMPLATE, Template
 from labelprob.server.scoring import Calibration, Method
 
 
-def pruning_offsets(
-    calibration: Sequence[float] | None, log_label_prior: Sequence[float]
-) -> list[float] | None:
-    """What PRUNED's bounds subtract from each label's score so that they rank labels as the
-    final scores will: calibration's offsets, less the label prior's log shares."""
-    if not log_label_prior:
-        return None if calibration is None else list(calibration)
-    base = calibration if calibration is not None else [0.0] * len(log_label_prior)
-    return [c - p for c, p in zip(base, log_label_prior, strict=True)]
-
-
 class Classifier:
     """Runs classification requests against a read engine."""
 
@@ -149,7 +138,8 @@ class Classifier:
         offsets = None
         if ctx.method.reads_direct and ctx.mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.
-            offsets = pruning_offsets(await self.calibrator.offsets(ctx), ctx.log_label_prior)
+            offsets = await self.calibrator.offsets(ctx)
+            offsets = scoring.pruning_offsets(offsets, ctx.log_label_prior)
         contexts = self.direct.contexts(ctx) if ctx.method.reads_direct else []
         shortlist = self._shortlist_size(ctx)
         per_text = self.direct.reads_per_text(contexts)
