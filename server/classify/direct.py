@@ -75,10 +75,19 @@ class DirectReader:
         self, contexts: Sequence[RequestContext], reads: Sequence[list[RawScores]]
     ) -> DirectScores:
         """Each order's scores calibrated as that order's task, then averaged per text."""
-        orders = []
-        for ctx, raws in zip(contexts, reads, strict=True):
-            scores = [r.label_scores(ctx.prepared.label_ids, ctx.options.length_norm) for r in raws]
-            orders.append((scores, await self.calibrator.calibrate(ctx, raws, scores)))
+        pairs = list(zip(contexts, reads, strict=True))
+        scores_by_order = [
+            [r.label_scores(ctx.prepared.label_ids, ctx.options.length_norm) for r in raws]
+            for ctx, raws in pairs
+        ]
+        # Both orders' content-free reads (a task's first request) run at once.
+        calibrated_by_order = await asyncio.gather(
+            *(
+                self.calibrator.calibrate(ctx, raws, scores)
+                for (ctx, raws), scores in zip(pairs, scores_by_order, strict=True)
+            )
+        )
+        orders = list(zip(scores_by_order, calibrated_by_order, strict=True))
         raws = reads[0]
         if len(orders) == 1:
             return DirectScores(raws, *orders[0])

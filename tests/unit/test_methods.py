@@ -7,6 +7,7 @@ Expected values are computed here by hand from the scripted probabilities."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 
@@ -274,6 +275,31 @@ def test_combined_reads_two_labels_in_both_orders_with_their_own_pool() -> None:
     assert result.usage.reads == len(fake.calls) == 2 + 2
     # The reads reported are those of the labels as sent.
     assert [lb.logprob for lb in result.labels] == pytest.approx([log(0.6), log(0.2)])
+
+
+def test_both_orders_read_their_content_free_inputs_at_once() -> None:
+    """A two-label task's first request calibrates each label order against its own
+    content-free read; the two reads are in flight together, not one after the other."""
+
+    async def scenario() -> list[bool]:
+        fake = order_engine()
+        fake.gates["Text: N/A\n"] = asyncio.Event()
+        classifier = classifier_for(fake)
+        options = Options(
+            calibration=Calibration.CONTEXTUAL, method=Method.COMBINED, content_free_inputs=("N/A",)
+        )
+        work = asyncio.ensure_future(classifier.classify(task(*PAIR), [TEXT], options))
+        held = []
+        for _ in range(1000):  # both held at the gate, or the test fails below
+            held = [c.prompt for c in fake.calls if "Text: N/A\n" in c.prompt]
+            if len(held) == 2:
+                break
+            await asyncio.sleep(0.001)
+        fake.gates["Text: N/A\n"].set()
+        await work
+        return sorted(p.index("sports") < p.index("tech") for p in held)
+
+    assert run(scenario) == [False, True]
 
 
 def test_one_label_order_keeps_the_one_order_pool() -> None:
