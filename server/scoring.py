@@ -259,22 +259,27 @@ def log_label_prior(shares: Sequence[float]) -> list[float]:
     return [math.log(share / total) for share in shares]
 
 
-def with_label_prior(scores: Sequence[float], log_prior: Sequence[float]) -> list[float]:
-    """Scores re-weighted by a label prior (its log shares); unchanged without one."""
+def with_label_prior(
+    scores: Sequence[float], log_prior: Sequence[float], temperature: float = 1.0
+) -> list[float]:
+    """Scores divided by the caller's temperature, then re-weighted by a label prior (its
+    log shares): the prior is a base rate, not evidence, so the temperature leaves it be."""
+    tempered = [s / temperature for s in scores]
     if not log_prior:
-        return list(scores)
-    return [s + p for s, p in zip(scores, log_prior, strict=True)]
+        return tempered
+    return [s + p for s, p in zip(tempered, log_prior, strict=True)]
 
 
 def pruning_offsets(
-    calibration: Sequence[float] | None, log_label_prior: Sequence[float]
+    calibration: Sequence[float] | None, log_label_prior: Sequence[float], temperature: float = 1.0
 ) -> list[float] | None:
     """What PRUNED's bounds subtract from each label's score so that they rank labels as the
-    final scores will: calibration's offsets, less the label prior's log shares."""
+    final scores will: calibration's offsets, less the label prior's log shares times the
+    temperature (the final score is score / T + log share: ranked as score + T x log share)."""
     if not log_label_prior:
         return None if calibration is None else list(calibration)
     base = calibration if calibration is not None else [0.0] * len(log_label_prior)
-    return [c - p for c, p in zip(base, log_label_prior, strict=True)]
+    return [c - temperature * p for c, p in zip(base, log_label_prior, strict=True)]
 
 
 def log_normalize(scores: Sequence[float]) -> list[float]:

@@ -160,6 +160,32 @@ def test_a_label_prior_reweights_the_server_defaults_by_bayes_rule(tiny_client: 
         assert after.top_label == labels[max(range(2), key=want.__getitem__)]
 
 
+def test_a_temperature_tempers_the_server_defaults(tiny_client: Client) -> None:
+    """The defaults at ``temperature`` 2.5: each label's probability is the one the same
+    request gets without it raised to 1 / 2.5 and renormalized; the reads are unchanged.
+    A batch takes it per text."""
+    labels, temperature = ["ham", "spam"], 2.5
+    texts = ["Are we still on for lunch tomorrow?", "WIN a FREE prize now, text 80080!"]
+    plain, soft = (
+        ClassifyParams(labels),
+        ClassifyParams(labels, options=pb.ScoringOptions(temperature=temperature)),
+    )
+    pairs = [(tiny_client.classify(t, plain), tiny_client.classify(t, soft)) for t in texts]
+    batches = zip(
+        tiny_client.classify_batch(texts, plain).results,
+        tiny_client.classify_batch(texts, soft).results,
+        strict=True,
+    )
+    for before, after in [*pairs, *batches]:
+        powered = [lb.probability ** (1 / temperature) for lb in before.labels]
+        want = [w / sum(powered) for w in powered]
+        assert [lb.probability for lb in after.labels] == pytest.approx(want, abs=1e-4)
+        assert [lb.logprob for lb in after.labels] == pytest.approx(
+            [lb.logprob for lb in before.labels], abs=1e-4
+        )
+        assert after.top_label == before.top_label
+
+
 def test_a_label_prior_of_the_wrong_length_names_its_field(tiny_client: Client) -> None:
     params = ClassifyParams(LABELS, options=pb.ScoringOptions(label_prior=[0.5, 0.5]))
     with pytest.raises(grpc.RpcError) as err:

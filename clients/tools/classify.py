@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def label_shares(text: str) -> list[float]:
     return shares
 
 
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelprob classify", description=DESCRIPTION)
     parser.add_argument("text", nargs="?", help="text to classify (omit with --input)")
@@ -84,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SHARES",
         help="each label's expected share of the texts, in --labels order (e.g. 0.87,0.13)",
     )
+    parser.add_argument(
+        "--temperature",
+        type=positive_number,
+        metavar="T",
+        help="divide the final log-scores by T (fitted on labelled rows: labelprob eval "
+        "--fit-temperature); unset: 1",
+    )
     parser.add_argument("--top-alternatives", type=int, default=0)
     parser.add_argument("--input", type=Path, help="JSONL file of texts ('-' for stdin)")
     parser.add_argument("--output", type=Path, help="JSONL results file (default stdout)")
@@ -117,6 +133,7 @@ def params_from_args(args: argparse.Namespace, labels: list[str] | None = None) 
         prior_scope=args.prior_scope,
         channel_shortlist=args.channel_shortlist,
         label_prior=args.label_prior,
+        temperature=args.temperature,
     )
     return ClassifyParams(
         labels=[parse_label(x) for x in names], instruction=args.instruction, options=options

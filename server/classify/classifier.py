@@ -99,7 +99,10 @@ class Classifier:
             channel = channels[i] if channels is not None else None
             if channel is not None and ctx.method.reads_direct:
                 raw.usage.add(channel.usage)
-            scored = ScoredText(raw, scores[i], calibrated[i], channel, pool, ctx.log_label_prior)
+            scored = ScoredText(
+                raw, scores[i], calibrated[i], channel, pool, ctx.log_label_prior,
+                ctx.options.temperature,
+            )  # fmt: skip
             results.append(build_classification(ctx, scored, self.engine.decode_token))
         return results
 
@@ -139,7 +142,7 @@ class Classifier:
         if ctx.method.reads_direct and ctx.mode is Mode.PRUNED:
             # Before admission: the vectors' own reads admit themselves.
             offsets = await self.calibrator.offsets(ctx)
-            offsets = scoring.pruning_offsets(offsets, ctx.log_label_prior)
+            offsets = scoring.pruning_offsets(offsets, ctx.log_label_prior, ctx.options.temperature)
         contexts = self.direct.contexts(ctx) if ctx.method.reads_direct else []
         shortlist = self._shortlist_size(ctx)
         per_text = self.direct.reads_per_text(contexts)

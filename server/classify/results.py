@@ -27,6 +27,7 @@ class ScoredText:
     channel: ChannelScores | None = None
     pool: scoring.PoolWeights = scoring.ONE_ORDER_POOL  # how direct and channel are pooled
     log_label_prior: Sequence[float] = ()  # the request's label prior; (): equally likely
+    temperature: float = 1.0  # the caller's: divides the final scores
 
     @property
     def channel_logprobs(self) -> list[float] | None:
@@ -38,11 +39,12 @@ class ScoredText:
 
     @property
     def final(self) -> list[float]:
-        """What is normalized over the labels: the pool, re-weighted by the label prior."""
+        """What is normalized over the labels: the pool at the caller's temperature,
+        re-weighted by the label prior."""
         pooled = scoring.combined_scores(
             self.calibrated, self.channel_logprobs, self.text_tokens, self.pool
         )
-        return scoring.with_label_prior(pooled, self.log_label_prior)
+        return scoring.with_label_prior(pooled, self.log_label_prior, self.temperature)
 
     @property
     def uncalibrated(self) -> list[float]:

@@ -63,6 +63,7 @@ class Options:
     channel_shortlist: int = 0  # COMBINED: labels whose channel is read; 0: the server default
     label_orders: int = 0  # the direct read's label orders, 1 or 2; 0: resolved per request
     label_prior: tuple[float, ...] = ()  # each label's expected share; (): equally likely
+    temperature: float = 1.0  # divides the final log-scores; fitted on the caller's rows
 
     def with_salt(self, salt: str | None) -> Options:
         return replace(self, cache_salt=salt)

@@ -211,6 +211,25 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
     )
 
 
+MAX_TEMPERATURE = 100.0
+
+
+def temperature_from_proto(options: pb.ScoringOptions) -> float:
+    """The request's temperature: 1 when unset."""
+    if not options.HasField("temperature"):
+        return 1.0
+    temperature = options.temperature
+    if options.multi_label:
+        raise InvalidArgument(
+            "options.temperature", "multi_label scores each label alone; no temperature"
+        )
+    if not (math.isfinite(temperature) and 0.0 < temperature <= MAX_TEMPERATURE):
+        raise InvalidArgument(
+            "options.temperature", f"must be in (0, {MAX_TEMPERATURE:g}], got {temperature}"
+        )
+    return temperature
+
+
 def label_prior_from_proto(options: pb.ScoringOptions, labels: int) -> tuple[float, ...]:
     """The request's label shares, checked against its labels; () when none are sent."""
     shares = tuple(options.label_prior)
@@ -240,7 +259,8 @@ def _task_and_options(
     )
     options = options_from_proto(request.options, limits).with_salt(cache_salt)
     prior = label_prior_from_proto(request.options, len(task.labels))
-    return task, replace(options, label_prior=prior)
+    temperature = temperature_from_proto(request.options)
+    return task, replace(options, label_prior=prior, temperature=temperature)
 
 
 def classify_call(

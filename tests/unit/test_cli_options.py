@@ -38,3 +38,20 @@ def test_a_bad_label_prior_is_a_usage_error(
     with pytest.raises(SystemExit):
         classify.build_parser().parse_args(["t", "--labels", "x", "y", "--label-prior", shares])
     assert "--label-prior" in capsys.readouterr().err
+
+
+def test_a_temperature_reaches_the_options_and_is_unset_without_one() -> None:
+    args = classify.build_parser().parse_args(["t", "--labels", "x", "y", "--temperature", "1.8"])
+    options = classify.params_from_args(args).options
+    assert options.HasField("temperature") and options.temperature == 1.8
+    unset = classify.build_parser().parse_args(["t", "--labels", "x", "y"])
+    assert not classify.params_from_args(unset).options.HasField("temperature")
+
+
+@pytest.mark.parametrize("temperature", ["0", "-1", "nan", "inf", "warm"])
+def test_a_bad_temperature_is_a_usage_error(
+    temperature: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        classify.build_parser().parse_args(["t", "--labels", "x", "--temperature", temperature])
+    assert "--temperature" in capsys.readouterr().err

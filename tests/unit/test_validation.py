@@ -187,6 +187,36 @@ CATALOGUE: list[tuple[str, str, object, str]] = [
         "options.label_prior[0]",
     ),
     (
+        "a zero temperature",
+        "Classify",
+        classify(options=opts(temperature=0.0)),
+        "options.temperature",
+    ),
+    (
+        "a negative temperature",
+        "ClassifyBatch",
+        pb.ClassifyBatchRequest(texts=["a"], labels=AB, options=opts(temperature=-1.0)),
+        "options.temperature",
+    ),
+    (
+        "a NaN temperature",
+        "Classify",
+        classify(options=opts(temperature=math.nan)),
+        "options.temperature",
+    ),
+    (
+        "a temperature over 100",
+        "Classify",
+        classify(options=opts(temperature=101.0)),
+        "options.temperature",
+    ),
+    (
+        "a temperature with multi_label",
+        "Classify",
+        classify(options=opts(temperature=2.0, multi_label=True)),
+        "options.temperature",
+    ),
+    (
         "a label prior with a NaN share",
         "Classify",
         classify(options=opts(label_prior=[math.nan, 1.0])),

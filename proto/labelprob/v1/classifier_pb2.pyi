@@ -102,7 +102,7 @@ class DecisionThresholds(_message.Message):
     def __init__(self, min_top_probability: _Optional[float] = ..., min_margin: _Optional[float] = ..., min_label_mass: _Optional[float] = ...) -> None: ...
 
 class ScoringOptions(_message.Message):
-    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method", "prior_scope", "channel_shortlist", "label_orders", "label_prior")
+    __slots__ = ("mode", "length_normalization", "calibration", "template", "multi_label", "multi_label_threshold", "top_alternatives", "thresholds", "truncation", "content_free_inputs", "domain_premise", "method", "prior_scope", "channel_shortlist", "label_orders", "label_prior", "temperature")
     MODE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_NORMALIZATION_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class ScoringOptions(_message.Message):
     CHANNEL_SHORTLIST_FIELD_NUMBER: _ClassVar[int]
     LABEL_ORDERS_FIELD_NUMBER: _ClassVar[int]
     LABEL_PRIOR_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     mode: ScoringMode
     length_normalization: LengthNormalization
     calibration: Calibration
@@ -135,7 +136,8 @@ class ScoringOptions(_message.Message):
     channel_shortlist: int
     label_orders: int
     label_prior: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ..., prior_scope: _Optional[str] = ..., channel_shortlist: _Optional[int] = ..., label_orders: _Optional[int] = ..., label_prior: _Optional[_Iterable[float]] = ...) -> None: ...
+    temperature: float
+    def __init__(self, mode: _Optional[_Union[ScoringMode, str]] = ..., length_normalization: _Optional[_Union[LengthNormalization, str]] = ..., calibration: _Optional[_Union[Calibration, str]] = ..., template: _Optional[str] = ..., multi_label: _Optional[bool] = ..., multi_label_threshold: _Optional[float] = ..., top_alternatives: _Optional[int] = ..., thresholds: _Optional[_Union[DecisionThresholds, _Mapping]] = ..., truncation: _Optional[_Union[TruncationPolicy, str]] = ..., content_free_inputs: _Optional[_Iterable[str]] = ..., domain_premise: _Optional[str] = ..., method: _Optional[_Union[ScoringMethod, str]] = ..., prior_scope: _Optional[str] = ..., channel_shortlist: _Optional[int] = ..., label_orders: _Optional[int] = ..., label_prior: _Optional[_Iterable[float]] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class ClassifyRequest(_message.Message):
     __slots__ = ("text", "labels", "instruction", "examples", "options")
