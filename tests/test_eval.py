@@ -520,6 +520,60 @@ def test_end_to_end_on_the_tiny_server(
 
 
 @engine
+def test_a_fitted_temperature_is_the_log_loss_minimum_and_is_sent_back(
+    tiny_server: ServerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--fit-temperature prints each config's temperature of lowest log-loss, recomputed
+    here from the server's own answers; a `%T` config sends it, and each text's confidence
+    becomes its probabilities to the power 1 / T, renormalized."""
+    # The tiny model's weights are random: label 9 of 12 texts as it answers them and 3 the
+    # other way, so that its answers carry signal and the fit lands inside its range.
+    texts = [f"Statement number {i} is {'so' if i % 2 else 'not so'}." for i in range(12)]
+    options = WIRE_OPTIONS["full:none:mean"]
+    with Client(tiny_server.target, timeout=120) as client:
+        tops = [client.classify(t, ClassifyParams(["no", "yes"], options=options)).top_label
+                for t in texts]  # fmt: skip
+    flip = {"no": "yes", "yes": "no"}
+    data = write_jsonl(
+        tmp_path / "yesno.jsonl",
+        [{"text": t, "label": flip[top] if i % 4 == 0 else top}
+         for i, (t, top) in enumerate(zip(texts, tops, strict=True))],
+    )  # fmt: skip
+    report_path = tmp_path / "report.json"
+    code = cmd.main([
+        str(data), "--target", tiny_server.target, "--configs", "full:none:mean,full:none:mean%2.5",
+        "--timeout", "120", "--concurrency", "4", "--report", str(report_path), "--quiet",
+        "--fit-temperature",
+    ])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| dataset | config | texts | fitted T |" in out
+    report = json.loads(report_path.read_text())
+    rows = rows_in_report_order(data, report)
+    with Client(tiny_server.target, timeout=120) as client:
+        answers = [client.classify(row["text"], ClassifyParams(["no", "yes"], options=options))
+                   for row in rows]  # fmt: skip
+    probabilities = [[lb.probability for lb in a.labels] for a in answers]
+    truths = [["no", "yes"].index(row["label"]) for row in rows]
+
+    def loss(t: float) -> float:
+        return sum(
+            -math.log(p[k] ** (1 / t) / sum(q ** (1 / t) for q in p))
+            for p, k in zip(probabilities, truths, strict=True)
+        )
+
+    best = min((0.05 + 0.005 * i for i in range(3990)), key=loss)
+    assert 0.1 < best < 19  # inside the fit's range
+    plain, tempered = report["results"][1], report["results"][2]
+    assert plain["temperature_fit"]["texts"] == 12
+    assert plain["temperature_fit"]["temperature"] == pytest.approx(best, abs=0.01)
+    assert f"| yesno | full:none:mean | 12 | {plain['temperature_fit']['temperature']:.2f} |" in out
+    assert tempered["config"] == "full:none:mean%2.5"
+    want = [max(q ** (1 / 2.5) for q in p) / sum(q ** (1 / 2.5) for q in p) for p in probabilities]
+    assert tempered["per_text"]["confidence"] == pytest.approx(want, abs=1e-4)
+
+
+@engine
 def test_batch_calibration_through_the_api(tiny_server: ServerProcess, tmp_path: Path) -> None:
     """`auto:batch*4` sends ClassifyBatch requests of 4 while --batch-size stays 1 (a single
     Classify with batch calibration would be refused)."""

@@ -15,6 +15,7 @@ from labelprob.tools.evaluation.report import (
     EXIT_RPC_ERRORS,
     EXIT_USAGE,
     EvalReport,
+    format_fits,
     format_markdown,
 )
 from labelprob.tools.evaluation.runner import (
@@ -46,10 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--configs",
         default=DEFAULT_CONFIGS,
         help="comma list of [method/]mode:calibration[:normalization][@template][~N][^O]"
-        "[+prior][*K] "
+        "[%%T][+prior][*K] "
         f"(modes {', '.join(sorted(MODES))}; calibrations {', '.join(sorted(CALIBRATIONS))}; "
         f"normalizations {', '.join(sorted(NORMALIZATIONS))}; *K: ClassifyBatch requests of "
-        "K texts; +prior: the file's label shares as label_prior); "
+        "K texts; %%T: sent with temperature T; +prior: the file's label shares as "
+        "label_prior); "
         f"peer is always the first row (default {DEFAULT_CONFIGS})",
     )
     parser.add_argument(
@@ -86,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="K",
         help="texts per request; K > 1 uses ClassifyBatch (needed by batch calibration)",
+    )
+    parser.add_argument(
+        "--fit-temperature",
+        action="store_true",
+        help="after the table, each config's temperature of lowest log-loss on these rows "
+        "(send it as %%T or options.temperature on other rows)",
     )
     parser.add_argument("--report", type=Path, metavar="FILE.json", help="write a JSON report")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots")
@@ -149,6 +157,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if several:
             print(f"**{(report.server or {}).get('model', '')}** ({one.target})\n")
         print(format_markdown(report))
+        if args.fit_temperature:
+            print("\n" + format_fits(report))
         if several:
             print()
         reports.append(report)

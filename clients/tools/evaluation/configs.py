@@ -1,10 +1,12 @@
 """Scoring configurations, the peer method first.
 
-A config is `[method/]mode:calibration[:normalization][@template][~N][^O][+prior][*K]`, e.g.
+A config is `[method/]mode:calibration[:normalization][@template][~N][^O][%T][+prior][*K]`,
+e.g.
 `direct/first_token:none`, `combined/auto:default`, `full:contextual:mean@plain`,
 `auto:default~16` (the channel read for the direct read's 16 best labels only),
 `auto:default^1` (the direct read in one label order: the labels as sent),
-`auto:default+prior` (the data file's label shares sent as `label_prior`),
+`auto:default%1.8` (sent with `temperature` 1.8: one fitted on other rows, the `fitted T`
+column), `auto:default+prior` (the data file's label shares sent as `label_prior`),
 `auto:default*8` (ClassifyBatch requests of 8 texts, whatever `--batch-size` says); or `peer`:
 the plain prompt a vLLM user writes (the built-in `minimal` template), labels' first tokens
 read at the start of the answer, no calibration.
@@ -12,6 +14,7 @@ read at the start of the answer, no calibration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,6 +49,7 @@ class ScoringConfig:
     # Send the data set's label shares (of its whole file) as options.label_prior: the base
     # rates a caller who knows its traffic would send.
     label_prior: bool = False
+    temperature: float | None = None  # None: unset (1)
 
     @property
     def name(self) -> str:
@@ -63,6 +67,8 @@ class ScoringConfig:
             name = f"{name}~{self.channel_shortlist}"
         if self.label_orders:
             name = f"{name}^{self.label_orders}"
+        if self.temperature is not None:
+            name = f"{name}%{self.temperature:g}"
         if self.label_prior:
             name = f"{name}+prior"
         return name if self.batch_size is None else f"{name}*{self.batch_size}"
@@ -90,6 +96,7 @@ class ScoringConfig:
             method=METHODS[self.method],
             channel_shortlist=self.channel_shortlist,
             label_orders=self.label_orders,
+            temperature=self.temperature,
         )
 
 
@@ -97,7 +104,8 @@ PEER = ScoringConfig("first_token", "none", method="direct", template=PEER_TEMPL
 
 
 def parse_config(text: str) -> ScoringConfig:
-    """`[method/]mode:calibration[:normalization][@template][~N][^O][+prior][*K]`, or `peer`."""
+    """`[method/]mode:calibration[:normalization][@template][~N][^O][%T][+prior][*K]`, or
+    `peer`."""
     spec = text.strip()
     if spec.lower() == "peer":
         return PEER
@@ -110,6 +118,9 @@ def parse_config(text: str) -> ScoringConfig:
     spec, plus, flag = spec.partition("+")
     if plus and flag.strip().lower() != "prior":
         raise ValueError(f"config {text!r}: the only + suffix is +prior")
+    spec, percent, temperature = spec.partition("%")
+    if percent and not positive_finite(temperature):
+        raise ValueError(f"config {text!r}: %T needs a temperature T > 0")
     spec, caret, orders = spec.partition("^")
     if caret and orders.strip() not in ("1", "2"):
         raise ValueError(f"config {text!r}: ^O needs 1 or 2 label orders")
@@ -146,7 +157,16 @@ def parse_config(text: str) -> ScoringConfig:
         int(shortlist) if tilde else 0,
         int(orders) if caret else 0,
         bool(plus),
+        float(temperature) if percent else None,
     )
+
+
+def positive_finite(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def parse_configs(spec: str | Sequence[str], batch_size: int = 1) -> list[ScoringConfig]:

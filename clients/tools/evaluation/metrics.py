@@ -157,3 +157,50 @@ def mean_of_all(values: Sequence[float | None]) -> float | None:
 def points_delta(value: float | None, peer: float | None) -> float | None:
     """Difference in percentage points, None when either side is unknown."""
     return None if value is None or peer is None else (value - peer) * 100
+
+
+# The temperatures a fit may return: far past any useful softening or sharpening.
+FIT_TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def tempered_log_probs(row: Sequence[float], temperature: float) -> list[float]:
+    """A text's probabilities raised to 1 / T and renormalized, as logs: what the server's
+    ``temperature`` T does to them."""
+    logits = [math.log(max(p, 1e-300)) / temperature for p in row]
+    top = max(logits)
+    log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+    return [x - log_z for x in logits]
+
+
+def tempered_log_loss(
+    probabilities: Sequence[Sequence[float]], truths: Sequence[int], temperature: float
+) -> float:
+    """Mean negative log-probability of the true labels at temperature T."""
+    losses = [
+        -tempered_log_probs(row, temperature)[truth]
+        for row, truth in zip(probabilities, truths, strict=True)
+    ]
+    return sum(losses) / len(losses)
+
+
+def fit_temperature(
+    probabilities: Sequence[Sequence[float]], truths: Sequence[int], iterations: int = 60
+) -> float | None:
+    """The temperature of lowest log-loss on labelled texts (each text's probabilities in
+    label order, the index of its true label), or None without two texts. The loss is
+    convex in 1 / T, so a golden-section search over 1 / T finds its minimum."""
+    if len(truths) < 2:
+        return None
+    low, high = 1 / FIT_TEMPERATURE_RANGE[1], 1 / FIT_TEMPERATURE_RANGE[0]
+    golden = (math.sqrt(5) - 1) / 2
+
+    def loss(inverse: float) -> float:
+        return tempered_log_loss(probabilities, truths, 1 / inverse)
+
+    for _ in range(iterations):
+        a, b = high - golden * (high - low), low + golden * (high - low)
+        if loss(a) <= loss(b):
+            high = b
+        else:
+            low = a
+    return 2 / (low + high)

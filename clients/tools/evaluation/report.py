@@ -146,3 +146,24 @@ def format_markdown(report: EvalReport) -> str:
             ]  # fmt: skip
             lines.append(_table_row(cells))
     return "\n".join(lines)
+
+
+FIT_COLUMNS = [
+    "dataset", "config", "texts", "fitted T", "log-loss", "at fitted T", "ECE", "at fitted T",
+]  # fmt: skip
+
+
+def format_fits(report: EvalReport) -> str:
+    """Each (dataset, config)'s temperature of lowest log-loss on its rows, with its log-loss
+    and ECE before and after: in sample, so send the T on other rows (``%T``) to judge it."""
+    lines = [_table_row(FIT_COLUMNS), _table_row(["---"] * len(FIT_COLUMNS))]
+    for r in report.results:
+        fit = r.temperature_fit
+        if fit is None:
+            continue
+        cells = [
+            _cell(r.dataset), _cell(r.config), str(fit.texts), f"{fit.temperature:.2f}",
+            _num(fit.log_loss), _num(fit.fitted_log_loss), _num(fit.ece), _num(fit.fitted_ece),
+        ]  # fmt: skip
+        lines.append(_table_row(cells))
+    return "\n".join(lines)

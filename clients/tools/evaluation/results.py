@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,10 +14,13 @@ from labelprob.tools.evaluation.metrics import (
     calibrated_ece,
     confusion_matrix,
     expected_calibration_error,
+    fit_temperature,
     macro_f1,
     mean,
     per_label_scores,
     reliability_bins,
+    tempered_log_loss,
+    tempered_log_probs,
 )
 from labelprob.tools.server_info import enum_name
 from labelprob.v1 import classifier_pb2 as pb
@@ -32,11 +37,13 @@ class Prediction:
     truncated: bool = False
     mode: str = ""
     calibration: str = ""
+    probabilities: tuple[float, ...] = ()  # every label's, in the labels' order
 
 
 def prediction_from(result: pb.Classification) -> Prediction:
     top = next((lb for lb in result.labels if lb.name == result.top_label), None)
     return Prediction(
+        probabilities=tuple(lb.probability for lb in result.labels),
         label=result.top_label,
         confidence=top.probability if top is not None else 0.0,
         label_mass=result.label_mass,
@@ -76,6 +83,9 @@ class ConfigResult:
     predicted: list[str | None] = field(default_factory=list)
     confidence: list[float | None] = field(default_factory=list)
     delta_vs_peer_pts: float | None = None
+    # The `temperature` of lowest log-loss on these texts (in sample), for a caller to
+    # send on its own traffic; None where it cannot be fitted.
+    temperature_fit: TemperatureFit | None = None
 
     @property
     def errors(self) -> int:
@@ -102,6 +112,9 @@ class ConfigResult:
             "macro_f1": self.macro_f1,
             "ece": self.ece,
             "ece_floor": self.ece_floor,
+            "temperature_fit": None
+            if self.temperature_fit is None
+            else dataclasses.asdict(self.temperature_fit),
             "mean_confidence": self.mean_confidence,
             "mean_label_mass": self.mean_label_mass,
             "mean_entropy": self.mean_entropy,
@@ -163,4 +176,47 @@ def summarize(
         usage=dict(usage or {}),
         predicted=[None if p is None else p.label for p in predictions],
         confidence=[None if p is None else p.confidence for p in predictions],
+        temperature_fit=temperature_fit(labels, pairs),
+    )
+
+
+@dataclass(frozen=True)
+class TemperatureFit:
+    """The temperature of lowest log-loss on a config's answered texts, and what it does to
+    their log-loss and ECE (in sample: judge it on other rows, sent as ``%T``)."""
+
+    temperature: float
+    texts: int
+    log_loss: float  # as answered (T 1)
+    fitted_log_loss: float
+    ece: float
+    fitted_ece: float
+
+
+def temperature_fit(
+    labels: Sequence[str], pairs: Sequence[tuple[str, Prediction]]
+) -> TemperatureFit | None:
+    """The fit over the answered texts that carry every label's probability."""
+    rows = [
+        (p.probabilities, labels.index(t))
+        for t, p in pairs
+        if t in labels and len(p.probabilities) == len(labels)
+    ]
+    probabilities, truths = [r for r, _ in rows], [i for _, i in rows]
+    temperature = fit_temperature(probabilities, truths)
+    if temperature is None:
+        return None
+
+    def ece_at(t: float) -> float:
+        tops = [max(tempered_log_probs(row, t)) for row in probabilities]
+        correct = [row.index(max(row)) == truth for row, truth in rows]
+        return expected_calibration_error([math.exp(x) for x in tops], correct) or 0.0
+
+    return TemperatureFit(
+        temperature=temperature,
+        texts=len(rows),
+        log_loss=tempered_log_loss(probabilities, truths, 1.0),
+        fitted_log_loss=tempered_log_loss(probabilities, truths, temperature),
+        ece=ece_at(1.0),
+        fitted_ece=ece_at(temperature),
     )
