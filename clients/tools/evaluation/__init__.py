@@ -1,7 +1,7 @@
 """`labelprob eval`: accuracy and calibration of scoring configurations on labeled JSONL files.
 
 Every file is classified once per configuration (configs.py has the grammar,
-`[method/]mode:calibration[:normalization][@template][~N][^O][+prior][*K]`), and each (file,
+`[method/]mode:calibration[:normalization][@template][~N][^O][%T][+prior][*K]`), and each (file,
 configuration) gets accuracy, macro-F1, expected calibration error, mean label mass and
 entropy, a confusion matrix, RPC error counts and throughput. The first row is always the
 peer: the plain prompt a vLLM user writes, its labels' first tokens read at the start of
