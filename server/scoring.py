@@ -259,11 +259,12 @@ def log_label_prior(shares: Sequence[float]) -> list[float]:
     return [math.log(share / total) for share in shares]
 
 
-def with_label_prior(
+def final_scores(
     scores: Sequence[float], log_prior: Sequence[float], temperature: float = 1.0
 ) -> list[float]:
-    """Scores divided by the caller's temperature, then re-weighted by a label prior (its
-    log shares): the prior is a base rate, not evidence, so the temperature leaves it be."""
+    """What is normalized over the labels: the pooled scores divided by the caller's
+    temperature, then re-weighted by a label prior (its log shares): the prior is a base
+    rate, not evidence, so the temperature leaves it be."""
     tempered = [s / temperature for s in scores]
     if not log_prior:
         return tempered

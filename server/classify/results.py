@@ -44,7 +44,7 @@ class ScoredText:
         pooled = scoring.combined_scores(
             self.calibrated, self.channel_logprobs, self.text_tokens, self.pool
         )
-        return scoring.with_label_prior(pooled, self.log_label_prior, self.temperature)
+        return scoring.final_scores(pooled, self.log_label_prior, self.temperature)
 
     @property
     def uncalibrated(self) -> list[float]:

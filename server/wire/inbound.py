@@ -22,6 +22,7 @@ from labelprob.v1 import classifier_pb2 as pb
 
 MAX_TOP_ALTERNATIVES = 20
 MAX_PRIOR_SCOPE_CHARS = 256
+MAX_TEMPERATURE = 100.0  # options.temperature: far past any useful softening
 CHAT_ROLES = frozenset({"system", "user", "assistant"})
 
 
@@ -209,9 +210,6 @@ def options_from_proto(options: pb.ScoringOptions, limits: Limits) -> Options:
         channel_shortlist=options.channel_shortlist,
         label_orders=options.label_orders,
     )
-
-
-MAX_TEMPERATURE = 100.0
 
 
 def temperature_from_proto(options: pb.ScoringOptions) -> float:
