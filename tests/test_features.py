@@ -134,55 +134,56 @@ def test_combined_pools_the_direct_read_and_the_channel(
     assert [lb.logprob for lb in both] == pytest.approx([d.logprob for d in direct], abs=1e-4)
 
 
+HAM_SPAM = ["ham", "spam"]
+HAM_SPAM_TEXTS = ["Are we still on for lunch tomorrow?", "WIN a FREE prize now, text 80080!"]
+
+
+def answers_without_and_with(
+    client: Client, options: pb.ScoringOptions
+) -> list[tuple[pb.Classification, pb.Classification]]:
+    """Each ham/spam text's answer under the defaults and under ``options``, as single
+    Classify calls and as one ClassifyBatch each."""
+    plain, changed = ClassifyParams(HAM_SPAM), ClassifyParams(HAM_SPAM, options=options)
+    singles = [(client.classify(t, plain), client.classify(t, changed)) for t in HAM_SPAM_TEXTS]
+    batches = zip(
+        client.classify_batch(HAM_SPAM_TEXTS, plain).results,
+        client.classify_batch(HAM_SPAM_TEXTS, changed).results,
+        strict=True,
+    )
+    return [*singles, *batches]
+
+
+def assert_reads_unchanged(before: pb.Classification, after: pb.Classification) -> None:
+    assert [lb.logprob for lb in after.labels] == pytest.approx(
+        [lb.logprob for lb in before.labels], abs=1e-4
+    )
+
+
 def test_a_label_prior_reweights_the_server_defaults_by_bayes_rule(tiny_client: Client) -> None:
     """The defaults with ``label_prior`` (0.87 / 0.13, as for ham and spam): each label's
     probability is the one the same request gets without a prior times its share,
     renormalized; the label's own reads are unchanged. A batch takes it per text."""
-    labels, shares = ["ham", "spam"], [0.87, 0.13]
-    texts = ["Are we still on for lunch tomorrow?", "WIN a FREE prize now, text 80080!"]
-    plain, skewed = (
-        ClassifyParams(labels),
-        ClassifyParams(labels, options=pb.ScoringOptions(label_prior=shares)),
-    )
-    pairs = [(tiny_client.classify(t, plain), tiny_client.classify(t, skewed)) for t in texts]
-    batches = zip(
-        tiny_client.classify_batch(texts, plain).results,
-        tiny_client.classify_batch(texts, skewed).results,
-        strict=True,
-    )
-    for before, after in [*pairs, *batches]:
+    shares = [0.87, 0.13]
+    options = pb.ScoringOptions(label_prior=shares)
+    for before, after in answers_without_and_with(tiny_client, options):
         weighted = [lb.probability * s for lb, s in zip(before.labels, shares, strict=True)]
         want = [w / sum(weighted) for w in weighted]
         assert [lb.probability for lb in after.labels] == pytest.approx(want, abs=1e-4)
-        assert [lb.logprob for lb in after.labels] == pytest.approx(
-            [lb.logprob for lb in before.labels], abs=1e-4
-        )
-        assert after.top_label == labels[max(range(2), key=want.__getitem__)]
+        assert_reads_unchanged(before, after)
+        assert after.top_label == HAM_SPAM[max(range(2), key=want.__getitem__)]
 
 
 def test_a_temperature_tempers_the_server_defaults(tiny_client: Client) -> None:
     """The defaults at ``temperature`` 2.5: each label's probability is the one the same
     request gets without it raised to 1 / 2.5 and renormalized; the reads are unchanged.
     A batch takes it per text."""
-    labels, temperature = ["ham", "spam"], 2.5
-    texts = ["Are we still on for lunch tomorrow?", "WIN a FREE prize now, text 80080!"]
-    plain, soft = (
-        ClassifyParams(labels),
-        ClassifyParams(labels, options=pb.ScoringOptions(temperature=temperature)),
-    )
-    pairs = [(tiny_client.classify(t, plain), tiny_client.classify(t, soft)) for t in texts]
-    batches = zip(
-        tiny_client.classify_batch(texts, plain).results,
-        tiny_client.classify_batch(texts, soft).results,
-        strict=True,
-    )
-    for before, after in [*pairs, *batches]:
+    temperature = 2.5
+    options = pb.ScoringOptions(temperature=temperature)
+    for before, after in answers_without_and_with(tiny_client, options):
         powered = [lb.probability ** (1 / temperature) for lb in before.labels]
         want = [w / sum(powered) for w in powered]
         assert [lb.probability for lb in after.labels] == pytest.approx(want, abs=1e-4)
-        assert [lb.logprob for lb in after.labels] == pytest.approx(
-            [lb.logprob for lb in before.labels], abs=1e-4
-        )
+        assert_reads_unchanged(before, after)
         assert after.top_label == before.top_label
 
 
