@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from labelprob.server import scoring
+
 ECE_BINS = 10
 
 
@@ -166,10 +168,7 @@ FIT_TEMPERATURE_RANGE = (0.05, 20.0)
 def tempered_log_probs(row: Sequence[float], temperature: float) -> list[float]:
     """A text's probabilities raised to 1 / T and renormalized, as logs: what the server's
     ``temperature`` T does to them."""
-    logits = [math.log(max(p, 1e-300)) / temperature for p in row]
-    top = max(logits)
-    log_z = top + math.log(sum(math.exp(x - top) for x in logits))
-    return [x - log_z for x in logits]
+    return scoring.log_normalize([math.log(max(p, 1e-300)) / temperature for p in row])
 
 
 def tempered_log_loss(
@@ -197,10 +196,16 @@ def fit_temperature(
     def loss(inverse: float) -> float:
         return tempered_log_loss(probabilities, truths, 1 / inverse)
 
+    # Each step keeps one inner point and its loss, and computes the loss at one new point.
+    a, b = high - golden * (high - low), low + golden * (high - low)
+    loss_a, loss_b = loss(a), loss(b)
     for _ in range(iterations):
-        a, b = high - golden * (high - low), low + golden * (high - low)
-        if loss(a) <= loss(b):
-            high = b
+        if loss_a <= loss_b:
+            high, b, loss_b = b, a, loss_a
+            a = high - golden * (high - low)
+            loss_a = loss(a)
         else:
-            low = a
+            low, a, loss_a = a, b, loss_b
+            b = low + golden * (high - low)
+            loss_b = loss(b)
     return 2 / (low + high)

@@ -207,10 +207,12 @@ def temperature_fit(
     if temperature is None:
         return None
 
+    # A temperature keeps each text's top label: which texts are right does not change.
+    correct = [row.index(max(row)) == truth for row, truth in rows]
+
     def ece_at(t: float) -> float:
-        tops = [max(tempered_log_probs(row, t)) for row in probabilities]
-        correct = [row.index(max(row)) == truth for row, truth in rows]
-        return expected_calibration_error([math.exp(x) for x in tops], correct) or 0.0
+        tops = [math.exp(max(tempered_log_probs(row, t))) for row in probabilities]
+        return expected_calibration_error(tops, correct) or 0.0
 
     return TemperatureFit(
         temperature=temperature,
