@@ -420,7 +420,8 @@ def rows_in_report_order(path: Path, report: dict) -> list[dict]:
 def expected_metrics(
     truths: list[str], predicted: list[str], confidences: list[float], labels: list[str]
 ) -> dict[str, float]:
-    """Accuracy, macro-F1 and 10-bin ECE from their textbook definitions."""
+    """Accuracy, macro-F1, 10-bin ECE, AUROC (every right/wrong pair) and accuracy on the
+    more confident half (a threshold at the k-th confidence) from their definitions."""
     n = len(truths)
     right = [t == p for t, p in zip(truths, predicted, strict=True)]
     f1s = []
@@ -436,7 +437,18 @@ def expected_metrics(
         if members:
             gap = sum(right[i] for i in members) - sum(confidences[i] for i in members)
             ece += abs(gap) / n
-    return {"accuracy": sum(right) / n, "macro_f1": sum(f1s) / len(f1s), "ece": ece}
+    rights = [c for c, ok in zip(confidences, right, strict=True) if ok]
+    wrongs = [c for c, ok in zip(confidences, right, strict=True) if not ok]
+    pairs = [(r > w) + (r == w) / 2 for r in rights for w in wrongs]
+    keep = -(-n // 2)
+    threshold = sorted(confidences, reverse=True)[keep - 1]
+    above = [ok for c, ok in zip(confidences, right, strict=True) if c > threshold]
+    at = [ok for c, ok in zip(confidences, right, strict=True) if c == threshold]
+    at_half = (sum(above) + (keep - len(above)) * sum(at) / len(at)) / keep
+    return {
+        "accuracy": sum(right) / n, "macro_f1": sum(f1s) / len(f1s), "ece": ece,
+        "auroc": sum(pairs) / len(pairs) if pairs else None, "at_half": at_half,
+    }  # fmt: skip
 
 
 # The configs of the end-to-end run, as the wire options a caller would send by hand.
@@ -498,6 +510,8 @@ def test_end_to_end_on_the_tiny_server(
             assert r["accuracy"] == pytest.approx(want["accuracy"])
             assert r["macro_f1"] == pytest.approx(want["macro_f1"])
             assert r["ece"] == pytest.approx(want["ece"], abs=1e-4)
+            assert r["confidence_auroc"] == pytest.approx(want["auroc"])
+            assert r["accuracy_at_half_coverage"] == pytest.approx(want["at_half"])
             assert r["mean_confidence"] == pytest.approx(sum(confidences) / 12, abs=1e-4)
             assert r["mean_label_mass"] == pytest.approx(
                 sum(c.label_mass for c in direct) / 12, abs=1e-4

@@ -59,6 +59,8 @@ class EvalReport:
                     "mean_macro_f1": mean_of_all([r.macro_f1 for r in mine]),
                     "mean_ece": mean_of_all([r.ece for r in mine]),
                     "mean_ece_floor": mean_of_all([r.ece_floor for r in mine]),
+                    "mean_confidence_auroc": mean_of_all([r.confidence_auroc for r in mine]),
+                    "mean_accuracy_at_half": mean_of_all([r.accuracy_at_half for r in mine]),
                 }
             )
         peer_accuracy = rows[0]["mean_accuracy"] if rows else None
@@ -107,7 +109,8 @@ def _cell(text: str) -> str:
 
 TABLE_COLUMNS = [
     "dataset", "config", "texts", "accuracy %", "Δ vs peer (pts)", "macro-F1 %", "ECE",
-    "ECE floor", "label mass", "entropy (nats)", "errors", "texts/s",
+    "ECE floor", "AUROC", "accuracy % at half", "label mass", "entropy (nats)", "errors",
+    "texts/s",
 ]  # fmt: skip
 
 
@@ -119,7 +122,9 @@ def format_markdown(report: EvalReport) -> str:
     """One row per dataset x config (peer first within each dataset), then, with two or more
     datasets, one mean row per config. Accuracy is over the answered texts at full coverage
     (no abstention); `errors` counts the texts whose RPC failed; `ECE floor` is the ECE a
-    perfectly calibrated model would show with the same confidences on as many texts."""
+    perfectly calibrated model would show with the same confidences on as many texts;
+    `AUROC` how well the confidences rank right answers above wrong ones, and `accuracy % at
+    half` the accuracy on the more confident half of the texts (selective.py)."""
     lines = [_table_row(TABLE_COLUMNS), _table_row(["---"] * len(TABLE_COLUMNS))]
     for info in report.datasets:
         for config in report.configs:
@@ -129,7 +134,8 @@ def format_markdown(report: EvalReport) -> str:
             cells = [
                 _cell(r.dataset), _cell(r.config), str(r.rows), percent(r.accuracy),
                 _delta(r.delta_vs_peer_pts, config == report.peer), percent(r.macro_f1),
-                _num(r.ece), _num(r.ece_floor), _num(r.mean_label_mass), _num(r.mean_entropy),
+                _num(r.ece), _num(r.ece_floor), _num(r.confidence_auroc),
+                percent(r.accuracy_at_half), _num(r.mean_label_mass), _num(r.mean_entropy),
                 str(r.errors),
                 f"{r.texts_per_s:.1f}",
             ]  # fmt: skip
@@ -141,7 +147,8 @@ def format_markdown(report: EvalReport) -> str:
                 percent(row["mean_accuracy"]),
                 _delta(row["delta_vs_peer_pts"], row["config"] == report.peer),
                 percent(row["mean_macro_f1"]), _num(row["mean_ece"]),
-                _num(row["mean_ece_floor"]), "", "",
+                _num(row["mean_ece_floor"]), _num(row["mean_confidence_auroc"]),
+                percent(row["mean_accuracy_at_half"]), "", "",
                 str(row["errors"]), "",
             ]  # fmt: skip
             lines.append(_table_row(cells))

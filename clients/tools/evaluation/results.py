@@ -22,6 +22,7 @@ from labelprob.tools.evaluation.metrics import (
     tempered_log_loss,
     tempered_log_probs,
 )
+from labelprob.tools.evaluation.selective import HALF, accuracy_at_coverage, confidence_auroc
 from labelprob.tools.server_info import enum_name
 from labelprob.v1 import classifier_pb2 as pb
 
@@ -68,6 +69,9 @@ class ConfigResult:
     macro_f1: float | None
     ece: float | None
     ece_floor: float | None  # a calibrated model's ECE on these confidences: sampling noise
+    # How well the confidences rank the answers (selective.py): for abstention and cascades.
+    confidence_auroc: float | None
+    accuracy_at_half: float | None  # on the more confident half of the answered texts
     mean_confidence: float | None
     mean_label_mass: float | None
     mean_entropy: float | None
@@ -112,6 +116,8 @@ class ConfigResult:
             "macro_f1": self.macro_f1,
             "ece": self.ece,
             "ece_floor": self.ece_floor,
+            "confidence_auroc": self.confidence_auroc,
+            "accuracy_at_half_coverage": self.accuracy_at_half,
             "temperature_fit": None
             if self.temperature_fit is None
             else dataclasses.asdict(self.temperature_fit),
@@ -163,6 +169,8 @@ def summarize(
         macro_f1=macro_f1(matrix),
         ece=expected_calibration_error(confidences, correct),
         ece_floor=calibrated_ece(confidences),
+        confidence_auroc=confidence_auroc(confidences, correct),
+        accuracy_at_half=accuracy_at_coverage(confidences, correct, HALF),
         mean_confidence=mean(confidences),
         mean_label_mass=mean([p.label_mass for p in answered]),
         mean_entropy=mean([p.entropy for p in answered]),
