@@ -132,3 +132,14 @@ def read_rows(path: Path) -> dict[str, list[Row]]:
         row = Row(**json.loads(line))
         by_set.setdefault(row.dataset, []).append(row)
     return by_set
+
+
+def rows_by_set(paths: Sequence[Path], keep: Callable[[Row], bool]) -> dict[str, list[Row]]:
+    """The rows of the files that ``keep`` accepts, by data set (sets with none left out)."""
+    by_set: dict[str, list[Row]] = {}
+    for path in paths:
+        for name, rows in read_rows(path).items():
+            kept = [r for r in rows if keep(r)]
+            if kept:
+                by_set.setdefault(name, []).extend(kept)
+    return by_set

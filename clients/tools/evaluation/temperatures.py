@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labelprob.server import scoring
-from labelprob.tools.evaluation.collect import Row, read_rows
+from labelprob.tools.evaluation.collect import Row, rows_by_set
 from labelprob.tools.evaluation.selection import (
     online_calibrated,
     scores_calibration_error,
@@ -72,22 +72,11 @@ def held_out_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
     return out
 
 
-def many_label_sets(paths: Sequence[Path]) -> dict[str, list[Row]]:
-    """The rows of three labels or more of the files, by data set."""
-    by_set: dict[str, list[Row]] = {}
-    for path in paths:
-        for name, set_rows in read_rows(path).items():
-            kept = [r for r in set_rows if len(r.labels) >= MIN_LABELS]
-            if kept:
-                by_set.setdefault(name, []).extend(kept)
-    return by_set
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labelprob.tools.evaluation.temperatures")
     parser.add_argument("scores", nargs="+", type=Path, help="rows of `selection collect`")
     args = parser.parse_args(argv)
-    by_set = many_label_sets(args.scores)
+    by_set = rows_by_set(args.scores, lambda r: len(r.labels) >= MIN_LABELS)
     if len({held_out_name(n) for n in by_set}) < 2:
         parser.error("need the rows of two data sets of three labels or more")
     server_t = f"ECE at T {scoring.ONE_ORDER_POOL.temperature:g}"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labelprob.server import scoring
-from labelprob.tools.evaluation.collect import BOTH_ORDERS, Row, read_rows
+from labelprob.tools.evaluation.collect import BOTH_ORDERS, Row, rows_by_set
 from labelprob.tools.evaluation.selection import (
     accuracy,
     scores_calibration_error,
@@ -79,24 +79,13 @@ def held_out_table(by_set: dict[str, list[Row]]) -> list[list[str]]:
     return out
 
 
-def two_label_sets(paths: Sequence[Path]) -> dict[str, list[Row]]:
-    """The two-label rows of the files, by data set."""
-    by_set: dict[str, list[Row]] = {}
-    for path in paths:
-        for name, rows in read_rows(path).items():
-            kept = [r for r in rows if len(r.labels) == 2]
-            if kept:
-                by_set.setdefault(name, []).extend(kept)
-    return by_set
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labelprob.tools.evaluation.two_labels")
     parser.add_argument(
         "scores", nargs="+", type=Path, help="rows of `selection collect --reversed`"
     )
     args = parser.parse_args(argv)
-    by_set = two_label_sets(args.scores)
+    by_set = rows_by_set(args.scores, lambda r: len(r.labels) == 2)
     if len(by_set) < 2:
         parser.error("need the rows of two two-label sets or more")
     header = ["held out", "best on the others", "accuracy", "ECE", "one-order pool", "peer"]
