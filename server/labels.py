@@ -4,9 +4,9 @@ A read is one forward pass over ``prompt + prefix`` that returns the
 full-vocabulary log-probabilities of chosen next tokens (``candidates``).
 FIRST_TOKEN needs one read; FULL reads every internal node of the labels'
 token trie, which gives each label's exact sequence log-probability by the
-chain rule. PRUNED reads the root, then only the first-token branches whose
-labels could still outscore the best label known exactly (branch and bound):
-its top label is FULL's, at a fraction of FULL's reads. FULL can also read by
+chain rule. PRUNED reads the root, then only the trie nodes under which a label
+could still outscore the best label known exactly (branch and bound): its top
+label is FULL's, at a fraction of FULL's reads. FULL can also read by
 label paths: after the root, one request per label over ``prompt + label`` whose
 prompt log-probs give every later token of the label: the same numbers in fewer, costlier
 requests. Nothing here imports vLLM or grpc.
@@ -80,7 +80,7 @@ def resolve_mode(mode: Mode, label_ids: Sequence[TokenIds]) -> Mode:
 
 def plan_reads(label_ids: Sequence[TokenIds], mode: Mode) -> list[Read]:
     """The reads a mode needs: the root for FIRST_TOKEN, every internal trie node for FULL
-    (PRUNED does a subset of FULL's, chosen per text: see ``branches_to_read``)."""
+    (PRUNED does a subset of FULL's, chosen per text: see ``nodes_to_read``)."""
     if mode is Mode.AUTO or mode is Mode.PRUNED:
         raise ValueError(f"{mode.value} has no fixed read plan")
     children: dict[TokenIds, set[int]] = {}
@@ -130,29 +130,36 @@ def label_token_logprobs(
     return out
 
 
-def branch_reads(reads: Sequence[Read]) -> dict[int, tuple[Read, ...]]:
-    """FULL's deeper reads grouped by the first token they extend: PRUNED's units of work.
-
-    A first token with no entry needs no read beyond the root: its only label is that token.
-    """
-    out: dict[int, list[Read]] = {}
+def node_reads(reads: Sequence[Read]) -> dict[TokenIds, tuple[Read, ...]]:
+    """FULL's deeper reads by the trie node they read: PRUNED's units of work (a node whose
+    children exceed one read's candidates has several). The root is read before any."""
+    out: dict[TokenIds, list[Read]] = {}
     for read in reads:
         if read.prefix:
-            out.setdefault(read.prefix[0], []).append(read)
-    return {token: tuple(group) for token, group in out.items()}
+            out.setdefault(read.prefix, []).append(read)
+    return {prefix: tuple(group) for prefix, group in out.items()}
+
+
+def known_chain(
+    ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
+) -> list[float]:
+    """The log-probabilities of a label's tokens as far as the reads go: its whole chain once
+    every node on its path is read, else the tokens before the first unread node."""
+    tokens = []
+    for i in range(len(ids)):
+        row = read_logprobs.get(tuple(ids[:i]))
+        if row is None or ids[i] not in row:
+            break
+        tokens.append(row[ids[i]])
+    return tokens
 
 
 def known_token_logprobs(
     ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
 ) -> list[float] | None:
-    """A label's per-token log-probabilities, or None while a prefix of it is unread."""
-    tokens = []
-    for i in range(len(ids)):
-        row = read_logprobs.get(tuple(ids[:i]))
-        if row is None or ids[i] not in row:
-            return None
-        tokens.append(row[ids[i]])
-    return tokens
+    """A label's per-token log-probabilities, or None while a node on its path is unread."""
+    tokens = known_chain(ids, read_logprobs)
+    return tokens if len(tokens) == len(ids) else None
 
 
 def known_logprob(
@@ -163,55 +170,59 @@ def known_logprob(
     return None if tokens is None else math.fsum(tokens)
 
 
-def branches_to_read(
+def nodes_to_read(
     label_ids: Sequence[TokenIds],
     read_logprobs: Mapping[TokenIds, Mapping[int, float]],
-    readable: Mapping[int, object],
+    readable: Mapping[TokenIds, object],
     score: Callable[[int, float], float],
-) -> list[int]:
-    """First-token branches (best bound first) whose labels could still outscore the best
+) -> list[TokenIds]:
+    """Unread trie nodes (best bound first) under which a label could still outscore the best
     label known exactly: the branch and bound step of PRUNED.
 
     ``score(i, logprob)`` turns label ``i``'s log-probability into what is ranked (length
     normalization, calibration offset); it must not decrease as the log-probability grows.
-    A label's log-probability is at most its first token's (the rest only multiplies by
-    probabilities <= 1), so the first token bounds every label of a branch still unread.
-    ``readable`` holds the branches that have reads left (``branch_reads`` of the unread).
+    A label's log-probability is at most that of the tokens read so far (the rest only
+    multiplies by probabilities <= 1), so the read part of its path bounds it; each unread
+    node is bounded by its best label. ``readable`` holds the nodes not yet read
+    (``node_reads`` of FULL's plan, minus those read).
     """
-    root = read_logprobs[()]
     best_known = -math.inf
-    bounds: dict[int, float] = {}
+    bounds: dict[TokenIds, float] = {}
     for i, ids in enumerate(label_ids):
-        exact = known_logprob(ids, read_logprobs)
-        if exact is not None:
-            best_known = max(best_known, score(i, exact))
-        elif ids[0] in readable:
-            bound = score(i, root[ids[0]])
-            bounds[ids[0]] = max(bounds.get(ids[0], -math.inf), bound)
+        chain = known_chain(ids, read_logprobs)
+        if len(chain) == len(ids):
+            best_known = max(best_known, score(i, math.fsum(chain)))
+            continue
+        node = tuple(ids[: len(chain)])
+        if node in readable:
+            bound = score(i, math.fsum(chain))
+            bounds[node] = max(bounds.get(node, -math.inf), bound)
     ranked = sorted(bounds, key=bounds.__getitem__, reverse=True)
-    return [token for token in ranked if bounds[token] > best_known]
+    return [node for node in ranked if bounds[node] > best_known]
 
 
 def estimated_logprobs(
     label_ids: Sequence[TokenIds], read_logprobs: Mapping[TokenIds, Mapping[int, float]]
 ) -> tuple[list[list[float]], dict[int, float]]:
-    """Per-token log-probs of every label, and estimates for the labels left unread.
+    """Per-token log-probs of every label (as far as read), and estimates for the labels not
+    read to their end.
 
-    A read label gets its exact chain; an unread one gets its first token only, and its
-    sequence log-probability is estimated as that first token's probability shared evenly
-    by the labels that start with it (what is known: together they hold at most that much).
+    A label read whole gets its exact chain; another gets the tokens read before its first
+    unread node, and its sequence log-probability is estimated as that node's probability
+    shared evenly by the labels under it (what is known: together they hold at most that).
     """
-    root = read_logprobs[()]
-    sharing: dict[int, int] = {}
-    for ids in label_ids:
-        sharing[ids[0]] = sharing.get(ids[0], 0) + 1
-    tokens, estimates = [], {}
-    for i, ids in enumerate(label_ids):
-        known = known_token_logprobs(ids, read_logprobs)
-        tokens.append(known if known is not None else [root[ids[0]]])
-        if known is None:
-            estimates[i] = root[ids[0]] - math.log(sharing[ids[0]])
-    return tokens, estimates
+    chains = [known_chain(ids, read_logprobs) for ids in label_ids]
+    sharing: dict[TokenIds, int] = {}
+    for ids, chain in zip(label_ids, chains, strict=True):
+        if len(chain) < len(ids):
+            node = tuple(ids[: len(chain)])
+            sharing[node] = sharing.get(node, 0) + 1
+    estimates = {}
+    for i, (ids, chain) in enumerate(zip(label_ids, chains, strict=True)):
+        if len(chain) < len(ids):
+            node = tuple(ids[: len(chain)])
+            estimates[i] = math.fsum(chain) - math.log(sharing[node])
+    return chains, estimates
 
 
 def merge_reads(

@@ -38,7 +38,7 @@ class PreparedTask:
     label_token_texts: tuple[tuple[str, ...], ...]  # decoded once, not per response
     auto_mode: Mode  # what AUTO resolves to for these labels
     reads: dict[Mode, tuple[Read, ...]]  # the read plan of FIRST_TOKEN and FULL
-    branches: dict[int, tuple[Read, ...]]  # FULL's deeper reads by first token (PRUNED)
+    nodes: dict[TokenIds, tuple[Read, ...]]  # FULL's deeper reads by trie node (PRUNED)
     paths: tuple[TokenIds, ...]  # the label paths that cover FULL's deeper reads
 
     @property
@@ -142,7 +142,7 @@ class TaskPreparer:
             label_token_texts=tuple(tuple(decode(t) for t in ids) for ids in label_ids),
             auto_mode=label_plan.resolve_mode(Mode.AUTO, label_ids),
             reads=reads,
-            branches=label_plan.branch_reads(reads[Mode.FULL]),
+            nodes=label_plan.node_reads(reads[Mode.FULL]),
             paths=label_plan.label_paths(label_ids),
         )
 

@@ -1,7 +1,7 @@
 """Read execution: one text's trie reads on the engine, and PRUNED's branch-and-bound driver.
 
 The root reads go first (they fill the prefix cache), then the deeper ones: all of them at
-once for FULL, the branches branch and bound picks for PRUNED.
+once for FULL, the trie nodes branch and bound picks for PRUNED.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ class RawScores:
     usage: Usage
     mode: Mode
     truncated: bool
-    # PRUNED: sequence log-prob estimates of the labels whose branch was not read.
+    # PRUNED: sequence log-prob estimates of the labels not read to their end.
     estimates: dict[int, float] = field(default_factory=dict)
 
     def logprob(self, i: int) -> float:
-        """Label ``i``'s sequence log-probability (estimated when its branch was not read)."""
+        """Label ``i``'s sequence log-probability (estimated when not read to its end)."""
         if i in self.estimates:
             return self.estimates[i]
         return scoring.sequence_logprob(self.token_logprobs[i])
@@ -88,16 +88,18 @@ class PromptReads:
             self.merged.setdefault(prefix, {}).update(logprobs)
 
 
-async def read_pruned_branches(reads: PromptReads, prepared: PreparedTask, rank: Rank) -> None:
-    """PRUNED after the root: the branch with the best bound first (it often settles the
-    top label alone), then every branch that could still outscore the best exact label.
-    Each wave reads whole branches; at most two are needed."""
-    unread = dict(prepared.branches)
-    first_wave = True
-    while todo := label_plan.branches_to_read(prepared.label_ids, reads.merged, unread, rank):
-        if first_wave:
-            todo, first_wave = todo[:1], False
-        await reads.run_all([read for token in todo for read in unread.pop(token)])
+async def read_pruned_nodes(reads: PromptReads, prepared: PreparedTask, rank: Rank) -> None:
+    """PRUNED after the root: best-first down the trie, one node a wave, until a node that
+    ends a label is read (that label often settles the top one alone); then, a wave at a
+    time, every node under which a label could still outscore the best exact label."""
+    unread = dict(prepared.nodes)
+    ends = {ids[:-1] for ids in prepared.label_ids if len(ids) > 1}
+    diving = True
+    while todo := label_plan.nodes_to_read(prepared.label_ids, reads.merged, unread, rank):
+        if diving:
+            todo = todo[:1]
+            diving = todo[0] not in ends
+        await reads.run_all([read for node in todo for read in unread.pop(node)])
 
 
 def reads_by_paths(prepared: PreparedTask, mode: Mode, full_reads: str) -> bool:
@@ -197,7 +199,7 @@ class ReadExecutor:
         first = await asyncio.gather(*(reads.run(r) for r in prepared.roots))
         deeper: Awaitable[object]
         if mode is Mode.PRUNED:
-            deeper = read_pruned_branches(reads, prepared, rank)
+            deeper = read_pruned_nodes(reads, prepared, rank)
         elif by_paths:
             deeper = asyncio.gather(*(reads.run_path(path) for path in prepared.paths))
         else:

@@ -107,7 +107,7 @@ class LabelResult:
     tokens: tuple[TokenScore, ...]
     uncalibrated_probability: float
     score: float
-    estimated: bool = False  # PRUNED: logprob estimated from the first token, branch unread
+    estimated: bool = False  # PRUNED: logprob estimated, label not read to its end
     channel_logprob: float = 0.0  # log P(text | label) (CHANNEL and COMBINED)
     channel_estimated: bool = False  # off the channel shortlist: channel_logprob imputed
 

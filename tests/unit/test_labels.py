@@ -13,13 +13,13 @@ from labelprob.server.labels import (
     Mode,
     Read,
     block_padding,
-    branch_reads,
-    branches_to_read,
     continuation_ids,
     estimated_logprobs,
     known_logprob,
     label_token_logprobs,
     merge_reads,
+    node_reads,
+    nodes_to_read,
     plan_reads,
     resolve_mode,
 )
@@ -112,41 +112,57 @@ def by_logprob(i: int, logprob: float) -> float:
     return logprob
 
 
-def test_branch_reads_group_full_reads_by_first_token() -> None:
-    branches = branch_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
-    assert set(branches) == {1, 4}  # label (7,) is read whole by the root
-    assert [r.prefix for r in branches[1]] == [(1,)]
-    assert [r.prefix for r in branches[4]] == [(4,), (4, 5)]
+def test_node_reads_group_full_reads_by_trie_node() -> None:
+    nodes = node_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    assert set(nodes) == {(1,), (4,), (4, 5)}  # label (7,) is read whole by the root
+    assert [r.candidates for r in nodes[(1,)]] == [(2, 3)]
+    assert [r.candidates for r in nodes[(4, 5)]] == [(6,)]
 
 
-def test_branch_and_bound_reads_only_branches_that_could_win() -> None:
+def test_branch_and_bound_reads_only_nodes_that_could_win() -> None:
     root = {1: math.log(0.5), 4: math.log(0.1), 7: math.log(0.4)}
     reads = {(): root}
-    unread = branch_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
-    # Nothing read yet but the root: label (7,) is exact at 0.4; branch 1 could beat it.
-    assert branches_to_read(PRUNE_LABELS, reads, unread, by_logprob) == [1]
-    # Branch 1 read: its best label has 0.3 < 0.4, and branch 4 is bounded by 0.1.
+    unread = node_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    # Nothing read yet but the root: label (7,) is exact at 0.4; node (1,) could beat it.
+    assert nodes_to_read(PRUNE_LABELS, reads, unread, by_logprob) == [(1,)]
+    # Node (1,) read: its best label has 0.3 < 0.4, and node (4,) is bounded by 0.1.
     reads[(1,)] = {2: math.log(0.6), 3: math.log(0.4)}
-    del unread[1]
-    assert branches_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
+    del unread[(1,)]
+    assert nodes_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
     tokens, estimates = estimated_logprobs(PRUNE_LABELS, reads)
     assert tokens[0] == pytest.approx([math.log(0.5), math.log(0.6)])
     assert tokens[2] == pytest.approx([math.log(0.1)])  # the first token only
-    assert estimates == {2: pytest.approx(math.log(0.1))}  # alone in its branch: all of it
+    assert estimates == {2: pytest.approx(math.log(0.1))}  # alone under its node: all of it
 
 
-def test_branch_bounds_follow_the_ranking_function() -> None:
+def test_a_deeper_node_is_bounded_by_the_tokens_read_above_it() -> None:
+    """Reading (4,) tightens the bound of label (4, 5, 6) from 0.9 to 0.9 * 0.3; below the
+    exact 0.4 of label (7,), node (4, 5) is left unread though its branch was entered."""
+    reads = {(): {1: math.log(0.05), 4: math.log(0.9), 7: math.log(0.4)}}
+    unread = node_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    assert nodes_to_read(PRUNE_LABELS, reads, unread, by_logprob) == [(4,)]  # (1,): 0.05
+    reads[(4,)] = {5: math.log(0.3)}
+    del unread[(4,)]
+    assert nodes_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
+    tokens, estimates = estimated_logprobs(PRUNE_LABELS, reads)
+    assert tokens[2] == pytest.approx([math.log(0.9), math.log(0.3)])
+    assert estimates[2] == pytest.approx(math.log(0.9 * 0.3))
+    # Node (1,)'s two labels share its 0.05.
+    assert estimates[0] == estimates[1] == pytest.approx(math.log(0.025))
+
+
+def test_node_bounds_follow_the_ranking_function() -> None:
     root = {1: math.log(0.2), 4: math.log(0.3), 7: math.log(0.5)}
     reads = {(): root}
-    unread = branch_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
-    assert branches_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
+    unread = node_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    assert nodes_to_read(PRUNE_LABELS, reads, unread, by_logprob) == []
     # A calibration offset that penalizes label (7,) lets both branches outscore it.
     offsets = [0.0, 0.0, 0.0, 5.0]
-    ranked = branches_to_read(PRUNE_LABELS, reads, unread, lambda i, lp: lp - offsets[i])
-    assert ranked == [4, 1]  # best bound first
+    ranked = nodes_to_read(PRUNE_LABELS, reads, unread, lambda i, lp: lp - offsets[i])
+    assert ranked == [(4,), (1,)]  # best bound first
 
 
-def test_unread_branch_labels_share_the_first_token() -> None:
+def test_unread_labels_share_the_probability_of_their_node() -> None:
     reads = {(): {1: math.log(0.5), 4: math.log(0.1), 7: math.log(0.4)}}
     tokens, estimates = estimated_logprobs(PRUNE_LABELS, reads)
     assert estimates[0] == pytest.approx(math.log(0.25))

@@ -162,3 +162,38 @@ def test_the_bound_allows_for_calibration_offsets(calibration: Calibration, top:
     by_name = {lb.name: lb for lb in result.labels}
     assert by_name["play_music"].estimated is (calibration is Calibration.NONE)
     assert not by_name[top].estimated
+
+
+DEEP_LABELS = task("set_alarm_now", "set_alarm_later", "set_timer_now", "play_music")
+DEEP = {
+    "": {" set": log(0.8), " play": log(0.1)},
+    " set": {" alarm": log(0.9), " timer": log(0.05)},
+    " set alarm": {" now": log(0.7), " later": log(0.2)},
+    " set timer": {" now": log(0.9)},
+    " play": {" music": log(0.9)},
+}
+
+
+def test_pruned_leaves_unread_the_nodes_of_a_branch_that_cannot_win() -> None:
+    """After " set" is read, " set timer" is bounded by 0.8 * 0.05: below set_alarm_now's
+    0.8 * 0.9 * 0.7, so that node of the best branch stays unread (a branch is not read
+    whole), as does the " play" branch (0.1)."""
+    engine = FakeEngine(answer_table(DEEP))
+    opts = Options(mode=Mode.PRUNED, calibration=Calibration.NONE)
+    pruned = classify_one(engine, DEEP_LABELS, "wake me at six", options=opts)
+    full = classify_one(
+        FakeEngine(answer_table(DEEP)), DEEP_LABELS, "wake me at six",
+        options=Options(mode=Mode.FULL, calibration=Calibration.NONE),
+    )  # fmt: skip
+    assert pruned.top_label == full.top_label == "set_alarm_now"
+    assert {c.prompt.rpartition("Label:")[2] for c in engine.calls} == {"", " set", " set alarm"}
+    assert pruned.usage.reads == 3 < full.usage.reads == 5
+    by_name = {lb.name: lb for lb in pruned.labels}
+    assert by_name["set_alarm_now"].logprob == pytest.approx(log(0.8 * 0.9 * 0.7))
+    assert by_name["set_alarm_later"].logprob == pytest.approx(log(0.8 * 0.9 * 0.2))
+    # Estimated from the tokens read: " set" " timer" (alone under its node), " play".
+    assert by_name["set_timer_now"].estimated
+    assert by_name["set_timer_now"].logprob == pytest.approx(log(0.8 * 0.05))
+    assert [t.token for t in by_name["set_timer_now"].tokens] == [" set", " timer"]
+    assert by_name["play_music"].logprob == pytest.approx(log(0.1))
+    assert sum(lb.probability for lb in pruned.labels) == pytest.approx(1.0)
