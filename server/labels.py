@@ -176,8 +176,8 @@ def nodes_to_read(
     readable: Mapping[TokenIds, object],
     score: Callable[[int, float], float],
 ) -> list[TokenIds]:
-    """Unread trie nodes (best bound first) under which a label could still outscore the best
-    label known exactly: the branch and bound step of PRUNED.
+    """Unread trie nodes (best bound first) under which a label could still outscore, or tie,
+    the best label known exactly: the branch and bound step of PRUNED.
 
     ``score(i, logprob)`` turns label ``i``'s log-probability into what is ranked (length
     normalization, calibration offset); it must not decrease as the log-probability grows.
@@ -198,7 +198,8 @@ def nodes_to_read(
             bound = score(i, math.fsum(chain))
             bounds[node] = max(bounds.get(node, -math.inf), bound)
     ranked = sorted(bounds, key=bounds.__getitem__, reverse=True)
-    return [node for node in ranked if bounds[node] > best_known]
+    # A bound equal to the best is read too: bf16 log-probs are coarse, and ties are common.
+    return [node for node in ranked if bounds[node] >= best_known]
 
 
 def estimated_logprobs(

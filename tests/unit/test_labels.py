@@ -188,3 +188,12 @@ def test_continuation_depends_on_its_anchor() -> None:
     assert in_context == (vocab[" yes"],)
     assert in_context != tuple(encode(" yes"))  # alone: "▁yes"
     assert continuation_ids(encode, "Answer:", " yes") == in_context
+
+
+def test_a_node_whose_bound_ties_the_best_label_is_read() -> None:
+    """Left unread, label (4, 5, 6) would be estimated at its bound, tie the exact (7,) and
+    could be ranked first; read, it is 0.4 * 0.5 * 0.5, below. (bf16 log-probs are coarse:
+    a first token and a whole label often have the same one.)"""
+    reads = {(): {1: math.log(0.01), 4: math.log(0.4), 7: math.log(0.4)}}
+    unread = node_reads(plan_reads(PRUNE_LABELS, Mode.FULL))
+    assert nodes_to_read(PRUNE_LABELS, reads, unread, by_logprob) == [(4,)]

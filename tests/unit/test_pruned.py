@@ -197,3 +197,19 @@ def test_pruned_leaves_unread_the_nodes_of_a_branch_that_cannot_win() -> None:
     assert [t.token for t in by_name["set_timer_now"].tokens] == [" set", " timer"]
     assert by_name["play_music"].logprob == pytest.approx(log(0.1))
     assert sum(lb.probability for lb in pruned.labels) == pytest.approx(1.0)
+
+
+def test_a_tie_between_a_bound_and_the_best_exact_label_is_read_out() -> None:
+    """ " account" and " text" have the same log-probability (bf16's coarse values make such
+    ties common). Unread, account_blocked would be estimated at the tie and, listed first,
+    come out on top; FULL's top label is text (0.3 against 0.3 * 0.6)."""
+    labels = task("account_blocked", "text")
+    table = {"": {" account": log(0.3), " text": log(0.3)}, " account": {" blocked": log(0.6)}}
+    opts = Options(mode=Mode.PRUNED, calibration=Calibration.NONE)
+    pruned = classify_one(FakeEngine(answer_table(table)), labels, "t", options=opts)
+    full = classify_one(
+        FakeEngine(answer_table(table)), labels, "t",
+        options=Options(mode=Mode.FULL, calibration=Calibration.NONE),
+    )  # fmt: skip
+    assert pruned.top_label == full.top_label == "text"
+    assert not any(lb.estimated for lb in pruned.labels)
