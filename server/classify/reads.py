@@ -91,7 +91,7 @@ class PromptReads:
 async def read_pruned_nodes(reads: PromptReads, prepared: PreparedTask, rank: Rank) -> None:
     """PRUNED after the root: best-first down the trie, one node a wave, until a node that
     ends a label is read (that label often settles the top one alone); then, a wave at a
-    time, every node under which a label could still outscore the best exact label."""
+    time, every node under which a label could still outscore (or tie) the best exact label."""
     unread = dict(prepared.nodes)
     ends = {ids[:-1] for ids in prepared.label_ids if len(ids) > 1}
     diving = True
