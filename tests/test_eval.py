@@ -204,6 +204,18 @@ def test_a_prior_config_sends_the_files_label_shares(tmp_path: Path) -> None:
         assert [sent == pytest.approx(want) for sent in recorder.sent] == [True] * 3
 
 
+def test_a_dataset_built_by_hand_has_its_rows_label_shares() -> None:
+    """Without a file behind it, +prior's base rates are the rows' own (add-one smoothed),
+    not nothing: 3 ham and 1 spam of 4 rows over 2 labels give 4/6 and 2/6."""
+    data = ds.Dataset(
+        name="by-hand", source="memory", texts=["a", "b", "c", "d"],
+        truths=["ham", "ham", "spam", "ham"], labels=["ham", "spam"], total_rows=4,
+    )  # fmt: skip
+    assert data.file_shares == pytest.approx([4 / 6, 2 / 6])
+    given = ds.Dataset("f", "f", ["a"], ["ham"], ["ham", "spam"], 1, file_shares=[0.9, 0.1])
+    assert given.file_shares == [0.9, 0.1]
+
+
 @pytest.mark.parametrize(
     "spec",
     [

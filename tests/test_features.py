@@ -394,8 +394,8 @@ def test_pruned_mode_ranks_the_top_label_as_full_does(
 ) -> None:
     """Branch and bound uses the request's own ranking: calibration and length normalization.
 
-    A random model spreads its mass thinly, so here every branch tends to be read; the
-    embedded model's test (test_embedded.py) shows branches left unread."""
+    A random model spreads its mass thinly, so here most trie nodes tend to be read; the
+    embedded model's test (test_embedded.py) shows nodes left unread."""
 
     def classify(text: str, mode: int) -> pb.Classification:
         opts = options(mode=mode, calibration=calibration, length_normalization=norm)

@@ -12,6 +12,13 @@ from typing import Any
 from labelprob.tools.jsonl import read_text_rows
 
 
+def label_shares(truths: Sequence[str], labels: Sequence[str]) -> list[float]:
+    """Each label's share of ``truths``, add-one smoothed (a label never seen is not 0)."""
+    counts = Counter(truths)
+    smoothed = len(truths) + len(labels)
+    return [(counts[label] + 1) / smoothed for label in labels]
+
+
 @dataclass
 class Dataset:
     """The sampled rows of one labeled file and its label set."""
@@ -25,8 +32,12 @@ class Dataset:
     indices: list[int] = field(default_factory=list)  # row numbers in the file, 0-based
     sample: dict[str, Any] = field(default_factory=dict)  # limit, seed, max_chars
     # Each label's share of the whole file, add-one smoothed: the base rates a config with
-    # +prior sends as the label prior.
+    # +prior sends as the label prior. A Dataset built by hand gets its own rows' shares.
     file_shares: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.file_shares:
+            self.file_shares = label_shares(self.truths, self.labels)
 
     def describe(self) -> dict[str, Any]:
         counts = Counter(self.truths)
@@ -89,8 +100,6 @@ def parse_dataset(
         raise ValueError(f"{source}: need at least 2 labels, got {label_set}")
     indices = sample_indices(len(texts), limit, seed, skip)
     cut = slice(None) if max_chars is None else slice(0, max_chars)
-    counts = Counter(truths)
-    smoothed = len(truths) + len(label_set)
     return Dataset(
         name=name,
         source=source,
@@ -100,7 +109,7 @@ def parse_dataset(
         total_rows=len(texts),
         indices=indices,
         sample={"limit": limit, "seed": seed, "max_chars": max_chars, "skip": skip},
-        file_shares=[(counts[label] + 1) / smoothed for label in label_set],
+        file_shares=label_shares(truths, label_set),
     )
 
 
