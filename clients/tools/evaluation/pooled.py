@@ -57,6 +57,7 @@ def pool_reports(reports: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str]
     for report in reports:
         for run in report_runs(report):
             datasets = {d["name"]: d for d in run["datasets"]}
+            truths = {name: truths_of(d) for name, d in datasets.items()}
             for result in run["results"]:
                 dataset = datasets[result["dataset"]]
                 key = (run["server"]["model"], result["dataset"], result["config"])
@@ -66,9 +67,9 @@ def pool_reports(reports: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str]
                     raise ValueError(f"{key}: rows in more than one report")
                 pool.rows |= rows
                 per_text = result["per_text"]
-                truths = truths_of(dataset)
+                answers = zip(per_text["predicted"], truths[result["dataset"]], strict=True)
                 pool.confidences += per_text["confidence"]
-                pool.correct += [p == t for p, t in zip(per_text["predicted"], truths, strict=True)]
+                pool.correct += [p == t for p, t in answers]
     return pools
 
 
