@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -154,22 +155,6 @@ def known_chain(
     return tokens
 
 
-def known_token_logprobs(
-    ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
-) -> list[float] | None:
-    """A label's per-token log-probabilities, or None while a node on its path is unread."""
-    tokens = known_chain(ids, read_logprobs)
-    return tokens if len(tokens) == len(ids) else None
-
-
-def known_logprob(
-    ids: TokenIds, read_logprobs: Mapping[TokenIds, Mapping[int, float]]
-) -> float | None:
-    """A label's exact sequence log-probability, or None while a prefix of it is unread."""
-    tokens = known_token_logprobs(ids, read_logprobs)
-    return None if tokens is None else math.fsum(tokens)
-
-
 def nodes_to_read(
     label_ids: Sequence[TokenIds],
     read_logprobs: Mapping[TokenIds, Mapping[int, float]],
@@ -213,16 +198,13 @@ def estimated_logprobs(
     shared evenly by the labels under it (what is known: together they hold at most that).
     """
     chains = [known_chain(ids, read_logprobs) for ids in label_ids]
-    sharing: dict[TokenIds, int] = {}
-    for ids, chain in zip(label_ids, chains, strict=True):
-        if len(chain) < len(ids):
-            node = tuple(ids[: len(chain)])
-            sharing[node] = sharing.get(node, 0) + 1
-    estimates = {}
-    for i, (ids, chain) in enumerate(zip(label_ids, chains, strict=True)):
-        if len(chain) < len(ids):
-            node = tuple(ids[: len(chain)])
-            estimates[i] = math.fsum(chain) - math.log(sharing[node])
+    unread_at = {  # label -> its first unread node
+        i: tuple(ids[: len(chain)])
+        for i, (ids, chain) in enumerate(zip(label_ids, chains, strict=True))
+        if len(chain) < len(ids)
+    }
+    sharing = Counter(unread_at.values())
+    estimates = {i: math.fsum(chains[i]) - math.log(sharing[node]) for i, node in unread_at.items()}
     return chains, estimates
 
 

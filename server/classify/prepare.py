@@ -55,6 +55,11 @@ class PreparedTask:
         return self.reads[Mode.FULL if concrete is Mode.PRUNED else concrete]
 
     @functools.cached_property
+    def label_ends(self) -> frozenset[TokenIds]:
+        """The trie nodes whose read completes a label of two tokens or more (PRUNED)."""
+        return frozenset(ids[:-1] for ids in self.label_ids if len(ids) > 1)
+
+    @functools.cached_property
     def roots(self) -> tuple[Read, ...]:
         """The reads of the empty prefix, every mode's first (derived once per task)."""
         return tuple(r for r in self.reads[Mode.FULL] if not r.prefix)

@@ -93,12 +93,11 @@ async def read_pruned_nodes(reads: PromptReads, prepared: PreparedTask, rank: Ra
     ends a label is read (that label often settles the top one alone); then, a wave at a
     time, every node under which a label could still outscore (or tie) the best exact label."""
     unread = dict(prepared.nodes)
-    ends = {ids[:-1] for ids in prepared.label_ids if len(ids) > 1}
     diving = True
     while todo := label_plan.nodes_to_read(prepared.label_ids, reads.merged, unread, rank):
         if diving:
             todo = todo[:1]
-            diving = todo[0] not in ends
+            diving = todo[0] not in prepared.label_ends
         await reads.run_all([read for node in todo for read in unread.pop(node)])
 
 

@@ -15,7 +15,7 @@ from labelprob.server.labels import (
     block_padding,
     continuation_ids,
     estimated_logprobs,
-    known_logprob,
+    known_chain,
     label_token_logprobs,
     merge_reads,
     node_reads,
@@ -168,8 +168,8 @@ def test_unread_labels_share_the_probability_of_their_node() -> None:
     assert estimates[0] == pytest.approx(math.log(0.25))
     assert estimates[1] == pytest.approx(math.log(0.25))
     assert 3 not in estimates and tokens[3] == pytest.approx([math.log(0.4)])
-    assert known_logprob((7,), reads) == pytest.approx(math.log(0.4))
-    assert known_logprob((1, 2), reads) is None
+    assert known_chain((7,), reads) == pytest.approx([math.log(0.4)])  # read whole
+    assert known_chain((1, 2), reads) == pytest.approx([math.log(0.5)])  # node (1,) unread
 
 
 def test_continuation_depends_on_its_anchor() -> None:
