@@ -239,3 +239,46 @@ def test_long_labels_read_by_paths_give_the_chain_rule_numbers(
         for got, lp in zip(label.tokens, expected, strict=True):
             assert got.logprob == pytest.approx(lp, abs=TOLERANCE)
     assert sum(lb.probability for lb in result.labels) == pytest.approx(1.0, abs=1e-9)
+
+
+def channel_head(tokenizer, name: str) -> list[int]:
+    """The plain template's request for a text of ``name``, as the channel reads it."""
+    return encode(tokenizer, f"Write a text that is {words(name)}.\n", bos=True)
+
+
+def encode(tokenizer, text: str, *, bos: bool = False) -> list[int]:
+    return oracle.encode(tokenizer, text, bos=bos)
+
+
+def channel(client: Client, text: str, labels: list[str]) -> pb.Classification:
+    options = pb.ScoringOptions(
+        template="plain", calibration=pb.CALIBRATION_NONE, method=pb.SCORING_METHOD_CHANNEL
+    )
+    return client.classify(text, ClassifyParams(labels=labels, options=options))
+
+
+def test_the_channel_reads_log_p_text_given_label(tiny_client: Client, reference) -> None:
+    """Each label's channel log-probability is the text's tokens summed after its head."""
+    tokenizer, model = reference
+    text_ids = encode(tokenizer, TEXTS[1])
+    result = channel(tiny_client, TEXTS[1], LABELS)
+    for label in result.labels:
+        head = channel_head(tokenizer, label.name)
+        want = sum(oracle.label_logprobs(model, head, text_ids))
+        assert label.channel_logprob == pytest.approx(want, abs=TOLERANCE)
+
+
+def test_a_new_text_reads_the_channel_heads_from_the_prefix_cache(
+    tiny_client: Client, reference
+) -> None:
+    """The heads are shared by every text of a task: once cached, a new text computes each
+    head's last partial block (the cache keeps whole 32-token blocks) and its own tokens."""
+    tokenizer, _ = reference
+    labels = ["weather query", "music play", "alarm set"]
+    channel(tiny_client, TEXTS[0], labels)  # caches the heads
+    text = "Is it going to rain in Lisbon this weekend?"
+    result = channel(tiny_client, text, labels)
+    text_tokens = len(encode(tokenizer, text))
+    partial_blocks = [len(channel_head(tokenizer, name)) % BLOCK_SIZE for name in labels]
+    computed = result.usage.prompt_tokens - result.usage.cached_prompt_tokens
+    assert computed == sum(partial_blocks) + len(labels) * text_tokens
