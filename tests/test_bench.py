@@ -25,9 +25,9 @@ from labelprob.v1 import classifier_pb2 as pb
 
 def test_median_round_row() -> None:
     rounds = [
-        Result("labelprob gRPC", 100, 10.0, 50.0, 90.0, 0, "closed loop", Cpu(1.0, 4.0)),
-        Result("labelprob gRPC", 100, 2.5, 20.0, 70.0, 1, "closed loop", Cpu(2.0, 5.0)),
-        Result("labelprob gRPC", 100, 5.0, 30.0, 80.0, 0, "closed loop", Cpu(3.0, 6.0)),
+        Result("labelprob gRPC", 100, 10.0, 50.0, 90.0, 0, "closed loop", Cpu(1.0, 4.0, 0.5)),
+        Result("labelprob gRPC", 100, 2.5, 20.0, 70.0, 1, "closed loop", Cpu(2.0, 5.0, 0.25)),
+        Result("labelprob gRPC", 100, 5.0, 30.0, 80.0, 0, "closed loop", Cpu(3.0, 6.0, 0.75)),
     ]
     row = median_result(rounds)  # rates 10, 40 and 20 texts/s: the median round is 20
     assert row.texts == 300
@@ -37,6 +37,17 @@ def test_median_round_row() -> None:
     assert (row.cpu.front_s, row.cpu.engine_s) == (6.0, 15.0)  # type: ignore[union-attr]
     assert row.note == "closed loop; rounds/s: 10.0, 40.0, 20.0"
     assert row.cpu_ms_per_text("engine") == pytest.approx(15.0 * 1000 / 300)
+    assert row.cpu_ms_per_text("caller") == pytest.approx(1.5 * 1000 / 300)
+
+
+def test_a_contender_without_a_caller_of_its_own_shows_none() -> None:
+    """LLM.generate is its own caller: no caller CPU, in its rounds or in their row."""
+    rounds = [Result("vLLM offline", 100, 1.0, cpu=Cpu(0.5, 9.0)) for _ in range(3)]
+    row = median_result(rounds)
+    assert row.cpu_ms_per_text("front") == pytest.approx(5.0)
+    assert row.cpu_ms_per_text("caller") is None
+    cells = throughput_table([row]).splitlines()[2].split()[2:]  # after the two-word name
+    assert cells[6:9] == ["5.0", "90.0", "-"]  # front, engine and caller CPU ms/text
 
 
 def test_throughput_table_compares_with_labelprob() -> None:

@@ -49,7 +49,7 @@ def bench_labelprob(
     batch_size: int = 1,
 ) -> Result:
     """One closed-loop run over ``measured`` (whose prompt ids are ``prompts``)."""
-    with cpu_meter(pgid) as cpu:
+    with cpu_meter(pgid, caller=True) as cpu:
         report = asyncio.run(
             run_load(labelprob_load(target, plan, measured, concurrency, batch_size))
         )
@@ -165,7 +165,7 @@ def bench_vllm_http(
     batch_size: int,
     contender: str = VLLM_HTTP,
 ) -> Result:
-    with cpu_meter(pgid) as cpu:
+    with cpu_meter(pgid, caller=True) as cpu:
         result = asyncio.run(http_load(base_url, plan, prompts, concurrency, batch_size))
     result.cpu = cpu
     result.contender = contender

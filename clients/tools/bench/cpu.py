@@ -24,6 +24,9 @@ class Cpu:
 
     front_s: float = 0.0  # the group's leader: the server's own process, or LLM's
     engine_s: float = 0.0  # the rest of the group: vLLM's EngineCore and worker
+    # The bench's own process sending the requests (gRPC or HTTP callers), on the same
+    # cores; None where the contender's front end is its own caller (LLM.generate).
+    caller_s: float | None = None
 
 
 def group_cpu_s(pgid: int) -> dict[int, float]:
@@ -48,14 +51,24 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
+def own_cpu_s() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 @contextlib.contextmanager
-def cpu_meter(pgid: int) -> Iterator[Cpu]:
+def cpu_meter(pgid: int, *, caller: bool = False) -> Iterator[Cpu]:
+    """CPU the process group spends inside the block; with ``caller``, also this process's
+    own (the load it generates)."""
     cpu = Cpu()
     before = group_cpu_s(pgid)
+    caller_before = own_cpu_s()
     yield cpu
     spent = {pid: s - before.get(pid, 0.0) for pid, s in group_cpu_s(pgid).items()}
     cpu.front_s = spent.pop(pgid, 0.0)
     cpu.engine_s = sum(spent.values())
+    if caller:
+        cpu.caller_s = own_cpu_s() - caller_before
 
 
 def settle(timeout_s: float = 120.0, sample_s: float = 3.0) -> None:

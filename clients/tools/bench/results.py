@@ -26,9 +26,10 @@ class Result:
         return self.texts / self.seconds if self.seconds > 0 else 0.0
 
     def cpu_ms_per_text(self, part: str) -> float | None:
-        if self.cpu is None or not self.texts:
+        seconds = getattr(self.cpu, f"{part}_s", None)
+        if seconds is None or not self.texts:
             return None
-        return getattr(self.cpu, f"{part}_s") * 1000 / self.texts
+        return seconds * 1000 / self.texts
 
 
 def median_result(rounds: Sequence[Result]) -> Result:
@@ -40,9 +41,11 @@ def median_result(rounds: Sequence[Result]) -> Result:
     texts = sum(r.texts for r in rounds)
     cpu = None
     if all(r.cpu is not None for r in rounds):
+        callers = [r.cpu.caller_s for r in rounds]  # type: ignore[union-attr]
         cpu = Cpu(
             sum(r.cpu.front_s for r in rounds),  # type: ignore[union-attr]
             sum(r.cpu.engine_s for r in rounds),  # type: ignore[union-attr]
+            None if None in callers else sum(callers),  # type: ignore[arg-type]
         )
     per_round = ", ".join(f"{r.per_s:.1f}" for r in rounds)
     return Result(
@@ -70,11 +73,13 @@ def throughput_table(results: Sequence[Result]) -> str:
             f"{r.per_s / base:.2f}x" if base else "-",
             number(r.cpu_ms_per_text("front")),
             number(r.cpu_ms_per_text("engine")),
+            number(r.cpu_ms_per_text("caller")),
             str(r.errors),
             r.note,
         ]
         for r in results
     ]
     headers = ["contender", "texts", "seconds", "classif/s", "p50 ms", "p99 ms", "vs labelprob",
-               "front CPU ms/text", "engine CPU ms/text", "errors", "note"]  # fmt: skip
+               "front CPU ms/text", "engine CPU ms/text", "caller CPU ms/text", "errors",
+               "note"]  # fmt: skip
     return text_table(headers, rows)
