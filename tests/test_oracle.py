@@ -72,14 +72,17 @@ def words(name: str) -> str:
     return name.replace("_", " ")
 
 
-def classify(client: Client, text: str, mode: int, labels: list[str] = LABELS) -> pb.Classification:
+def classify(
+    client: Client,
+    text: str,
+    mode: int,
+    labels: list[str] = LABELS,
+    method: int = pb.SCORING_METHOD_DIRECT,
+) -> pb.Classification:
     params = ClassifyParams(
         labels=labels,
         options=pb.ScoringOptions(
-            mode=mode,
-            template="plain",
-            calibration=pb.CALIBRATION_NONE,
-            method=pb.SCORING_METHOD_DIRECT,
+            mode=mode, template="plain", calibration=pb.CALIBRATION_NONE, method=method
         ),
     )
     return client.classify(text, params)
@@ -243,24 +246,17 @@ def test_long_labels_read_by_paths_give_the_chain_rule_numbers(
 
 def channel_head(tokenizer, name: str) -> list[int]:
     """The plain template's request for a text of ``name``, as the channel reads it."""
-    return encode(tokenizer, f"Write a text that is {words(name)}.\n", bos=True)
-
-
-def encode(tokenizer, text: str, *, bos: bool = False) -> list[int]:
-    return oracle.encode(tokenizer, text, bos=bos)
+    return oracle.encode(tokenizer, f"Write a text that is {words(name)}.\n", bos=True)
 
 
 def channel(client: Client, text: str, labels: list[str]) -> pb.Classification:
-    options = pb.ScoringOptions(
-        template="plain", calibration=pb.CALIBRATION_NONE, method=pb.SCORING_METHOD_CHANNEL
-    )
-    return client.classify(text, ClassifyParams(labels=labels, options=options))
+    return classify(client, text, pb.SCORING_MODE_UNSPECIFIED, labels, pb.SCORING_METHOD_CHANNEL)
 
 
 def test_the_channel_reads_log_p_text_given_label(tiny_client: Client, reference) -> None:
     """Each label's channel log-probability is the text's tokens summed after its head."""
     tokenizer, model = reference
-    text_ids = encode(tokenizer, TEXTS[1])
+    text_ids = oracle.encode(tokenizer, TEXTS[1])
     result = channel(tiny_client, TEXTS[1], LABELS)
     for label in result.labels:
         head = channel_head(tokenizer, label.name)
@@ -278,7 +274,7 @@ def test_a_new_text_reads_the_channel_heads_from_the_prefix_cache(
     channel(tiny_client, TEXTS[0], labels)  # caches the heads
     text = "Is it going to rain in Lisbon this weekend?"
     result = channel(tiny_client, text, labels)
-    text_tokens = len(encode(tokenizer, text))
+    text_tokens = len(oracle.encode(tokenizer, text))
     partial_blocks = [len(channel_head(tokenizer, name)) % BLOCK_SIZE for name in labels]
     computed = result.usage.prompt_tokens - result.usage.cached_prompt_tokens
     assert computed == sum(partial_blocks) + len(labels) * text_tokens
